@@ -1,0 +1,68 @@
+"""What every engine shares: building a command line, then the one process runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+from ..project import Plan
+from .runner import ProcessResult, run_process
+
+
+class EngineNotFound(RuntimeError):
+    """The engine cannot run on this machine (e.g. no HEC-RAS installed)."""
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """What an engine run produced, before anyone reads the results."""
+
+    engine: str
+    command: tuple[str, ...]
+    process: ProcessResult
+    version: str = ""
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.process.exit_code
+
+    @property
+    def seconds(self) -> float:
+        return self.process.seconds
+
+    @property
+    def log(self) -> Path:
+        return self.process.log
+
+
+class Engine:
+    """Runs ``<engine> -c NAME.prj NAME.pNN`` in a run folder."""
+
+    name = "engine"
+
+    def command(self, prj: Path, plan_file: Path, plan: Plan) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self, plan: Plan) -> Mapping[str, str] | None:
+        """Environment of the engine process; ``None`` inherits the worker's."""
+        return None
+
+    def version_for(self, plan: Plan) -> str:
+        return ""
+
+    def run(
+        self,
+        plan: Plan,
+        prj: Path,
+        plan_file: Path,
+        *,
+        log: Path,
+        timeout: float | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> EngineRun:
+        command = self.command(prj, plan_file, plan)
+        process = run_process(
+            command, cwd=prj.parent, log=log, timeout=timeout, cancel=cancel, env=self.environment(plan)
+        )
+        return EngineRun(self.name, tuple(command), process, self.version_for(plan))

@@ -1,0 +1,134 @@
+"""HEC-RAS 6.x on Windows: ``Ras.exe -c "<prj>" "<plan file>"``.
+
+Several versions are often installed side by side under
+``...\\HEC\\HEC-RAS\\<version>\\Ras.exe``; a plan is best run by the version that
+wrote it (its ``Program Version=``), or else by the oldest newer one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .. import config
+from ..project import Plan, parse_version
+from .base import Engine, EngineNotFound
+
+
+@dataclass(frozen=True, order=True)
+class RasInstall:
+    version: tuple[int, ...]
+    exe: Path
+
+    @property
+    def label(self) -> str:
+        return ".".join(str(v) for v in self.version)
+
+
+def standard_roots() -> list[Path]:
+    """The folders the HEC-RAS installer uses, plus ``hecras.ras-roots``."""
+    roots = [Path(r) for r in (config.get("ras-roots") or [])]
+    for var, default in (("ProgramFiles(x86)", r"C:\Program Files (x86)"), ("ProgramFiles", r"C:\Program Files")):
+        base = os.environ.get(var) or (default if os.name == "nt" else None)
+        if base:
+            roots.append(Path(base) / "HEC" / "HEC-RAS")
+    return roots
+
+
+def find_installs(roots: Iterable[Path] | None = None) -> list[RasInstall]:
+    """HEC-RAS versions installed as ``<root>/<version>/Ras.exe``, oldest first."""
+    found: dict[tuple[int, ...], RasInstall] = {}
+    for root in standard_roots() if roots is None else roots:
+        try:
+            children = sorted(Path(root).iterdir())
+        except OSError:
+            continue
+        for folder in children:
+            version = parse_version(folder.name)
+            if version is None or not folder.is_dir():
+                continue
+            exe = next((f for f in folder.iterdir() if f.name.lower() == "ras.exe"), None)
+            if exe is not None and version not in found:
+                found[version] = RasInstall(version, exe)
+    return sorted(found.values())
+
+
+def _pad(v: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(v) + (0,) * (4 - len(v))
+
+
+def choose_install(installs: list[RasInstall], plan_version: str | None, choice: str = "plan") -> RasInstall:
+    """Pick the HEC-RAS that runs a plan.
+
+    ``choice`` is ``"plan"`` (the plan's version, else the oldest newer one),
+    ``"newest"``, or a version such as ``"6.6"``.
+    """
+    if not installs:
+        raise EngineNotFound("no HEC-RAS installation found")
+    found = ", ".join(i.label for i in installs)
+    choice = (choice or "plan").strip().lower()
+    if choice == "newest":
+        return max(installs)
+    if choice != "plan":
+        wanted = parse_version(choice)
+        for i in installs:
+            if wanted is not None and _pad(i.version) == _pad(wanted):
+                return i
+        raise EngineNotFound(f"HEC-RAS {choice} is not installed (found {found})")
+    wanted = parse_version(plan_version)
+    if wanted is None:
+        return max(installs)
+    for i in installs:
+        if _pad(i.version) == _pad(wanted):
+            return i
+    newer = [i for i in installs if _pad(i.version) > _pad(wanted)]
+    if newer:
+        return min(newer)
+    raise EngineNotFound(
+        f"the plan was written by HEC-RAS {plan_version}, and only older versions are installed ({found})"
+    )
+
+
+class RasExe(Engine):
+    """The real HEC-RAS. Which Ras.exe runs comes from this machine's configuration only."""
+
+    name = "ras"
+
+    def __init__(self, exe: str | os.PathLike | None = None, roots: Iterable[Path] | None = None,
+                 choice: str | None = None):
+        configured = exe if exe is not None else config.get("ras-exe")
+        self.exe = Path(configured) if configured else None
+        self.roots = None if roots is None else [Path(r) for r in roots]
+        self.choice = choice if choice is not None else str(config.get("ras-version") or "plan")
+
+    def installs(self) -> list[RasInstall]:
+        return find_installs(self.roots)
+
+    def executable_for(self, plan: Plan) -> Path:
+        if self.exe is not None:
+            if not self.exe.is_file():
+                raise EngineNotFound(f"hecras.ras-exe {self.exe} does not exist on {socket.gethostname()}")
+            return self.exe
+        installs = self.installs()
+        if not installs:
+            looked = ", ".join(str(r) for r in (self.roots if self.roots is not None else standard_roots()))
+            raise EngineNotFound(
+                f"HEC-RAS is not installed on {socket.gethostname()} (looked in {looked or 'no folders'}); "
+                "install it or set hecras.ras-exe"
+            )
+        try:
+            return choose_install(installs, plan.program_version, self.choice).exe
+        except EngineNotFound as e:
+            raise EngineNotFound(f"{socket.gethostname()}: {e}") from None
+
+    def version_for(self, plan: Plan) -> str:
+        exe = self.executable_for(plan)
+        v = parse_version(exe.parent.name)
+        return ".".join(map(str, v)) if v else ""
+
+    def command(self, prj: Path, plan_file: Path, plan: Plan) -> list[str]:
+        # 6.x: the plan file is given on the command line; 5.x needed "Current Plan" edited instead.
+        return [str(self.executable_for(plan)), "-c", str(prj), str(plan_file)]

@@ -1,0 +1,243 @@
+"""One subprocess runner for every engine.
+
+HEC-RAS is a GUI program that starts helper processes, can block forever on a
+dialog and can deadlock on an undrained pipe. So: output goes to a log file, every
+run has a deadline and can be cancelled, and a stop kills the whole process tree
+(psutil on every OS, plus a Job Object with kill-on-close on Windows, because
+killing a process there does not kill its children).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import psutil
+
+POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """How an engine process ended."""
+
+    exit_code: int | None  # None if we killed it
+    seconds: float
+    log: Path
+    timed_out: bool = False
+    cancelled: bool = False
+
+    @property
+    def killed(self) -> bool:
+        return self.timed_out or self.cancelled
+
+
+def run_process(
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    log: Path,
+    timeout: float | None = None,
+    cancel: Callable[[], bool] | None = None,
+    env: Mapping[str, str] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> ProcessResult:
+    """Run ``command`` in ``cwd`` with stdout and stderr appended to ``log``.
+
+    Stops it, children included, when ``timeout`` seconds have passed or
+    ``cancel()`` returns true. When the main process exits by itself, helper
+    processes it left behind are killed too, so nothing outlives a run.
+    """
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    timed_out = cancelled = False
+    with open(log, "ab") as out:
+        out.write(f"$ {subprocess.list2cmdline(list(command))}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            list(command),
+            cwd=str(cwd),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=None if env is None else dict(env),
+            **_new_group_kwargs(),
+        )
+    job = _windows_job(proc) if sys.platform == "win32" else None
+    tree = _Tree(proc.pid)
+    try:
+        if on_start is not None:
+            on_start(proc.pid)
+        while True:
+            try:
+                proc.wait(timeout=POLL_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            tree.refresh()
+            if deadline is not None and time.monotonic() >= deadline:
+                timed_out = True
+                break
+            if cancel is not None and cancel():
+                cancelled = True
+                break
+    finally:
+        # Always: on a stop, on an exception in this thread, and after a normal exit
+        # (helpers may still be running).
+        tree.kill(proc)
+        if job is not None:
+            job.close()
+    seconds = time.monotonic() - started
+    exit_code = None if (timed_out or cancelled) else proc.returncode
+    with open(log, "ab") as out:
+        if timed_out:
+            out.write(f"\n[dask-hecras] timed out after {timeout:g} s; process tree killed\n".encode())
+        elif cancelled:
+            out.write(b"\n[dask-hecras] cancelled; process tree killed\n")
+        else:
+            out.write(f"\n[dask-hecras] exit code {exit_code} after {seconds:.1f} s\n".encode())
+    return ProcessResult(exit_code, seconds, log, timed_out, cancelled)
+
+
+def _new_group_kwargs() -> dict:
+    if sys.platform == "win32":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    # Own session and process group: a killpg reaches descendants even after they are orphaned.
+    return {"start_new_session": True}
+
+
+class _Tree:
+    """The descendants of a process, remembered while it runs: once a parent dies,
+    its orphans can no longer be found through it."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.known: dict[int, psutil.Process] = {}
+        try:
+            self.root = psutil.Process(pid)
+        except psutil.Error:
+            self.root = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.root is None:
+            return
+        try:
+            for child in self.root.children(recursive=True):
+                self.known.setdefault(child.pid, child)
+        except psutil.Error:
+            pass
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        self.refresh()
+        victims = [p for p in self.known.values() if _alive(p)]
+        if proc.poll() is None and self.root is not None:
+            victims.append(self.root)
+        for p in victims:
+            try:
+                p.kill()  # psutil checks the pid still names the same process
+            except psutil.Error:
+                pass
+        if sys.platform != "win32":
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        psutil.wait_procs(victims, timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a process that ignores SIGKILL
+            pass
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def tree_pids(pid: int) -> list[int]:
+    """A process and its live descendants (for tests and the dashboard)."""
+    try:
+        root = psutil.Process(pid)
+        return [root.pid] + [c.pid for c in root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+# --------------------------------------------------------------------------- Windows
+
+
+class _WindowsJob:
+    """A Job Object with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE: closing the handle (or the
+    worker dying) kills every process in it, Ras.exe's helpers included."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def close(self) -> None:
+        if self.handle:
+            import ctypes
+
+            ctypes.windll.kernel32.CloseHandle(self.handle)
+            self.handle = None
+
+
+def _windows_job(proc: subprocess.Popen):  # pragma: no cover - exercised on Windows only
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+
+    class IO_COUNTERS(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_ulonglong) for n in (
+            "ReadOperationCount", "WriteOperationCount", "OtherOperationCount",
+            "ReadTransferCount", "WriteTransferCount", "OtherTransferCount")]
+
+    class BASIC_LIMIT(ctypes.Structure):
+        _fields_ = [
+            ("PerProcessUserTimeLimit", ctypes.c_int64),
+            ("PerJobUserTimeLimit", ctypes.c_int64),
+            ("LimitFlags", wintypes.DWORD),
+            ("MinimumWorkingSetSize", ctypes.c_size_t),
+            ("MaximumWorkingSetSize", ctypes.c_size_t),
+            ("ActiveProcessLimit", wintypes.DWORD),
+            ("Affinity", ctypes.c_size_t),
+            ("PriorityClass", wintypes.DWORD),
+            ("SchedulingClass", wintypes.DWORD),
+        ]
+
+    class EXTENDED_LIMIT(ctypes.Structure):
+        _fields_ = [
+            ("BasicLimitInformation", BASIC_LIMIT),
+            ("IoInfo", IO_COUNTERS),
+            ("ProcessMemoryLimit", ctypes.c_size_t),
+            ("JobMemoryLimit", ctypes.c_size_t),
+            ("PeakProcessMemoryUsed", ctypes.c_size_t),
+            ("PeakJobMemoryUsed", ctypes.c_size_t),
+        ]
+
+    JobObjectExtendedLimitInformation = 9
+    JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x2000
+    kernel32.CreateJobObjectW.restype = wintypes.HANDLE
+    job = kernel32.CreateJobObjectW(None, None)
+    if not job:
+        return None
+    info = EXTENDED_LIMIT()
+    info.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+    ok = kernel32.SetInformationJobObject(
+        job, JobObjectExtendedLimitInformation, ctypes.byref(info), ctypes.sizeof(info)
+    )
+    if ok and kernel32.AssignProcessToJobObject(job, wintypes.HANDLE(proc._handle)):
+        return _WindowsJob(job)
+    kernel32.CloseHandle(job)  # e.g. already in a job that forbids nesting: psutil still kills the tree
+    return None

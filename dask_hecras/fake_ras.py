@@ -1,0 +1,603 @@
+"""The fake engine: Ras.exe's command line and results files, on any OS.
+
+``python -m dask_hecras.fake_ras -c PROJECT.prj PROJECT.pNN`` (or ``fake-ras``)
+reads the plan, its geometry and flow, writes ``NAME.pNN.tmp.hdf`` while it runs,
+renames it to ``NAME.pNN.hdf`` at the end and writes ``NAME.pNN.computeMsgs.txt``.
+The HDF has HEC-RAS 6.x's layout (see docs/fake-engine.md). Like Ras.exe, the
+process you start does the bookkeeping and a helper process computes, so killing
+only the first one leaves the helper running.
+
+Per-plan behaviour comes from ``fake-ras.json`` in the project folder (or the file
+named by ``$FAKE_RAS_CONFIG``)::
+
+    {"p01": {"seconds": 2.5, "outcome": "success"}, "p02": {"seconds": 1, "outcome": "unstable"}}
+
+Outcomes: success, unstable, crash, hang, no-results, truncated. A plan may also set
+``cells`` and ``steps`` to write one large mesh (for benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+VERSION = "6.6"
+FILE_VERSION = "HEC-RAS 6.6 September 2024"
+OUTCOMES = ("success", "unstable", "crash", "hang", "no-results", "truncated")
+BASE = "Results/Unsteady/Output/Output Blocks/Base Output"
+STEADY_BASE = "Results/Steady/Output/Output Blocks/Base Output/Steady Profiles"
+
+
+# --------------------------------------------------------------------------- behaviour
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    seconds: float
+    outcome: str = "success"
+    cells: int | None = None
+    steps: int | None = None
+
+
+def load_behaviour(project_dir: Path, plan_id: str) -> Behaviour:
+    """This plan's entry of fake-ras.json; plans not listed succeed quickly."""
+    from . import config
+
+    default_seconds = float(config.get("fake-ras.default-seconds", 0.2))
+    candidates = [project_dir / "fake-ras.json"]
+    if os.environ.get("FAKE_RAS_CONFIG"):
+        candidates.append(Path(os.environ["FAKE_RAS_CONFIG"]))
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            table = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"fake-ras: cannot read {path}: {e}")
+        entry = table.get(plan_id) if isinstance(table, dict) else None
+        if entry is None:
+            break
+        outcome = str(entry.get("outcome", "success"))
+        if outcome not in OUTCOMES:
+            raise SystemExit(f"fake-ras: {path}: plan {plan_id}: unknown outcome {outcome!r} (one of {', '.join(OUTCOMES)})")
+        return Behaviour(
+            seconds=float(entry.get("seconds", default_seconds)),
+            outcome=outcome,
+            cells=int(entry["cells"]) if entry.get("cells") else None,
+            steps=int(entry["steps"]) if entry.get("steps") else None,
+        )
+    return Behaviour(seconds=default_seconds)
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class Mesh:
+    name: str
+    cell_count: int  # real cells
+    total_cells: int  # with ghost cells
+    faces: int
+    bed: np.ndarray  # (total_cells,)
+
+
+def _b(text: str) -> np.bytes_:
+    return np.bytes_(text.encode("cp1252", errors="replace"))
+
+
+def _stamp(t: datetime, upper: bool = True, ms: bool = False) -> str:
+    s = t.strftime("%d%b%Y %H:%M:%S")
+    s = s.upper() if upper else s
+    return s + ":000" if ms else s
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _task_time(seconds: float) -> str:
+    """The Computations Summary's time column: '<1', seconds, m:ss or h:mm:ss."""
+    if seconds < 1:
+        return "<1"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s:8d}"
+    if s < 3600:
+        return f"{s // 60:5d}:{s % 60:02d}"
+    return f"{s // 3600:2d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def read_meshes(geometry_hdf: Path) -> list[Mesh]:
+    if not geometry_hdf.is_file():
+        return []
+    meshes = []
+    with h5py.File(geometry_hdf, "r") as g:
+        if "Geometry/2D Flow Areas/Attributes" not in g:
+            return []
+        for row in g["Geometry/2D Flow Areas/Attributes"][()]:
+            name = row["Name"].decode().strip()
+            group = g[f"Geometry/2D Flow Areas/{name}"]
+            bed = group["Cells Minimum Elevation"][()].astype("float64")
+            faces = group["Faces FacePoint Indexes"].shape[0]
+            finite = np.isfinite(bed)
+            fill = float(np.mean(bed[finite])) if finite.any() else 100.0
+            bed = np.where(finite, bed, fill)
+            meshes.append(Mesh(name, int(row["Cell Count"]), len(bed), faces, bed))
+    return meshes
+
+
+def big_mesh(cells: int) -> Mesh:
+    ghost = max(1, int(cells ** 0.5) * 4)
+    total = cells + ghost
+    bed = 100.0 + 5.0 * np.sin(np.arange(total) / 500.0)
+    return Mesh("Big Mesh", cells, total, 2 * cells + int(cells ** 0.5) * 2, bed)
+
+
+def read_cross_sections(geometry_text: str) -> list[tuple[str, str, str]]:
+    """(river, reach, station) of each cross section in the geometry text file."""
+    xs, river, reach = [], "", ""
+    for line in geometry_text.splitlines():
+        if line.startswith("River Reach="):
+            parts = line.split("=", 1)[1].split(",")
+            river, reach = parts[0].strip(), (parts[1].strip() if len(parts) > 1 else "")
+        elif line.startswith("Type RM Length L Ch R"):
+            fields = [f.strip() for f in line.split("=", 1)[1].split(",")]
+            if fields and fields[0] == "1" and len(fields) > 1:
+                xs.append((river, reach, fields[1]))
+    return xs
+
+
+def read_reference(geometry_hdf: Path, kind: str) -> list[tuple[str, str]]:
+    """(name, mesh) of the geometry's reference lines or points."""
+    if not geometry_hdf.is_file():
+        return []
+    with h5py.File(geometry_hdf, "r") as g:
+        path = f"Geometry/{kind}/Attributes"
+        if path not in g:
+            return []
+        table = g[path][()]
+        mesh_field = next((f for f in ("SA-2D", "SA/2D") if f in table.dtype.names), None)
+        return [
+            (r["Name"].decode().strip(), r[mesh_field].decode().strip() if mesh_field else "") for r in table
+        ]
+
+
+def profile_names(flow_text: str) -> list[str]:
+    for line in flow_text.splitlines():
+        if line.startswith("Profile Names="):
+            return [p.strip() for p in line.split("=", 1)[1].split(",") if p.strip()]
+    return ["PF 1"]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Run:
+    """One fake compute of one plan, in the folder of the ``.prj`` it was given."""
+
+    def __init__(self, prj: Path, plan_file: Path, behaviour: Behaviour):
+        from .project import Plan, key_values, read_text
+
+        self.prj = prj
+        self.plan = Plan.from_file(prj, plan_file.suffix.lstrip(".").lower())
+        self.behaviour = behaviour
+        self.folder = prj.parent
+        self.name = prj.stem
+        prj_text = read_text(prj, prj)
+        self.si = any(line.strip() == "SI Units" for line in prj_text.splitlines())
+        self.project_title = dict(key_values(prj_text)).get("Proj Title", "")
+        self.final = self.folder / f"{self.name}.{self.plan.id}.hdf"
+        self.tmp = self.folder / f"{self.name}.{self.plan.id}.tmp.hdf"
+        self.messages_file = self.folder / f"{self.name}.{self.plan.id}.computeMsgs.txt"
+        geometry_hdf = Path(str(self.plan.geometry_file) + ".hdf")
+        self.geometry_hdf = geometry_hdf
+        self.meshes = [big_mesh(behaviour.cells)] if behaviour.cells else read_meshes(geometry_hdf)
+        geometry_text = self.plan.geometry_file.read_text(encoding="cp1252", errors="replace")
+        self.cross_sections = read_cross_sections(geometry_text)
+        self.reflines = read_reference(geometry_hdf, "Reference Lines")
+        self.refpoints = read_reference(geometry_hdf, "Reference Points")
+        self.flow_text = self.plan.flow_file.read_text(encoding="cp1252", errors="replace")
+        seed = zlib.crc32(f"{self.name}|{self.plan.id}|{self.plan.title}|{self.plan.flow}".encode())
+        self.rng = np.random.default_rng(seed)
+        self.peak = float(self.rng.uniform(1.0, 6.0))  # peak depth scale
+        self.start = self.plan.start or datetime(2000, 1, 1)
+        self.end = self.plan.end or self.start + timedelta(days=1)
+        interval = self.plan.output_interval or self.plan.mapping_interval or timedelta(hours=1)
+        steps = behaviour.steps or int((self.end - self.start) / interval) + 1
+        self.steps = max(2, steps)
+        span = (self.end - self.start).total_seconds()
+        self.times_days = np.linspace(0.0, span / 86400.0, self.steps)
+        self.length_unit = "m" if self.si else "ft"
+        self.velocity_unit = "m/s" if self.si else "ft/s"
+        self.flow_unit = "m3/s" if self.si else "cfs"
+        self.started_wall = datetime.now()
+
+    # --- values ---------------------------------------------------------------------
+
+    def hydrograph(self) -> np.ndarray:
+        """0 → 1 → small, over the run: a storm passing."""
+        x = np.linspace(0.0, 1.0, self.steps)
+        return np.sin(np.pi * np.clip(x * 1.3, 0, 1)) ** 2 * 0.95 + 0.05
+
+    def depth_shape(self, n: int, salt: int) -> np.ndarray:
+        r = np.random.default_rng(zlib.crc32(f"{self.plan.id}|{salt}".encode()))
+        return r.uniform(0.2, 1.0, n)
+
+    # --- files ----------------------------------------------------------------------
+
+    def write_start(self) -> None:
+        """What HEC-RAS has written into the tmp.hdf by the time the solver starts."""
+        with h5py.File(self.tmp, "w") as f:
+            f.attrs["File Type"] = _b("HEC-RAS Results")
+            f.attrs["File Version"] = _b(FILE_VERSION)
+            f.attrs["Units System"] = _b("SI Units" if self.si else "US Customary")
+            if self.geometry_hdf.is_file() and not self.behaviour.cells:
+                with h5py.File(self.geometry_hdf, "r") as g:
+                    if "Geometry" in g:
+                        g.copy("Geometry", f)
+            else:
+                self._write_mesh_attributes(f)
+            info = f.require_group("Plan Data/Plan Information")
+            p = self.plan
+            for key, value in {
+                "Plan Name": p.title, "Plan Title": p.title, "Plan ShortID": p.short_id,
+                "Plan Filename": p.file.name, "Geometry Filename": p.geometry_file.name,
+                "Flow Filename": p.flow_file.name, "Project Filename": str(self.prj),
+                "Project Title": self.project_title,
+                "Simulation Start Time": _stamp(self.start, upper=False),
+                "Simulation End Time": _stamp(self.end, upper=False),
+                "Time Window": f"{_stamp(self.start, upper=False)} to {_stamp(self.end, upper=False)}",
+                "Base Output Interval": _interval_text(self.plan.output_interval),
+                "Computation Time Step Base": _interval_text(self.plan.computation_interval),
+            }.items():
+                info.attrs[key] = _b(value)
+            params = f.require_group("Plan Data/Plan Parameters")
+            params.attrs["HDF Compression"] = np.int32(1)
+            ev = f.require_group("Event Conditions")
+            ev.attrs["Completed Successfully"] = _b("False")
+            ev.require_group("Steady" if p.steady else "Unsteady")
+
+    def _write_mesh_attributes(self, f: h5py.File) -> None:
+        if not self.meshes:
+            return
+        dt = np.dtype([("Name", "S16"), ("Cell Count", "<i4")])
+        table = np.array([(m.name.encode(), m.cell_count) for m in self.meshes], dtype=dt)
+        f.create_dataset("Geometry/2D Flow Areas/Attributes", data=table)
+
+    def write_unsteady_results(self, f: h5py.File, until_step: int | None = None) -> dict:
+        """Time series and their summaries; returns per-run figures for the messages."""
+        n = self.steps if until_step is None else until_step
+        hydro = self.hydrograph()[:n]
+        times = self.times_days[:n]
+        ts = f.require_group(f"{BASE}/Unsteady Time Series")
+        stamps = [self.start + timedelta(days=float(d)) for d in times]
+        ts.create_dataset("Time", data=times)
+        ts.create_dataset("Time Date Stamp", data=np.array([_stamp(t).encode() for t in stamps], dtype="S19"))
+        ts.create_dataset("Time Date Stamp (ms)", data=np.array([_stamp(t, ms=True).encode() for t in stamps], dtype="S23"))
+        ts.create_dataset("Time Step", data=np.full(n, (self.plan.computation_interval or timedelta(seconds=20)).total_seconds(), "float32"))
+        worst = (0.0, "", 0)
+        for i, mesh in enumerate(self.meshes):
+            worst = max(worst, self._write_mesh(f, ts, mesh, hydro, times, salt=i), key=lambda w: w[0])
+        if self.cross_sections:
+            self._write_cross_sections_unsteady(f, ts, hydro)
+        for kind, items, names in (
+            ("Reference Lines", self.reflines, ("Flow", "Water Surface")),
+            ("Reference Points", self.refpoints, ("Velocity", "Water Surface")),
+        ):
+            if items:
+                g = ts.require_group(kind)
+                g.create_dataset("Name", data=np.array([f"{a}|{b}".encode() for a, b in items]))
+                for j, var in enumerate(names):
+                    base = self.depth_shape(len(items), salt=100 + j) * (100.0 if var == "Flow" else 1.0)
+                    data = (hydro[:, None] * base[None, :] * self.peak + (900.0 if var == "Water Surface" else 0.0)).astype("float32")
+                    d = g.create_dataset(var, data=data)
+                    d.attrs["Units"] = _b(self._unit(var))
+        return {"worst": worst}
+
+    def _unit(self, var: str) -> str:
+        return {"Flow": self.flow_unit, "Velocity": self.velocity_unit}.get(var, self.length_unit)
+
+    def _write_mesh(self, f, ts, mesh: Mesh, hydro, times, salt: int):
+        """Water surface and face velocity, row by row so big meshes stay small in memory."""
+        n = len(hydro)
+        shape_c = self.depth_shape(mesh.total_cells, salt) * self.peak
+        shape_f = self.depth_shape(mesh.faces, salt + 50) * self.peak
+        sign = np.where(self.depth_shape(mesh.faces, salt + 70) > 0.6, -1.0, 1.0)
+        cols_c = min(mesh.total_cells, 1 << 18)
+        cols_f = min(mesh.faces, 1 << 18)
+        rows = lambda cols: max(1, min(n, (1 << 20) // (4 * cols)))  # ~1 MB chunks, like HEC-RAS
+        g = ts.require_group(f"2D Flow Areas/{mesh.name}")
+        ws = g.create_dataset("Water Surface", shape=(n, mesh.total_cells), dtype="float32",
+                              chunks=(rows(cols_c), cols_c), compression="gzip", compression_opts=1)
+        ws.attrs["Units"] = _b(self.length_unit)
+        fv = g.create_dataset("Face Velocity", shape=(n, mesh.faces), dtype="float32",
+                              chunks=(rows(cols_f), cols_f), compression="gzip", compression_opts=1)
+        fv.attrs["Units"] = _b(self.velocity_unit)
+        stats = {k: None for k in ("wmax", "wmax_t", "wmin", "wmin_t", "vmax", "vmax_t", "vmin", "vmin_t")}
+        block = rows(cols_c)
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
+            w = (mesh.bed[None, :] + hydro[lo:hi, None] * shape_c[None, :]).astype("float32")
+            v = (sign[None, :] * hydro[lo:hi, None] * shape_f[None, :] * 1.5
+                 + 0.01 * np.sin(np.arange(lo, hi)[:, None] + np.arange(mesh.faces)[None, :] % 7)).astype("float32")
+            ws[lo:hi] = w
+            fv[lo:hi] = v
+            for key, arr, fn in (("wmax", w, np.argmax), ("wmin", w, np.argmin), ("vmax", v, np.argmax), ("vmin", v, np.argmin)):
+                idx = fn(arr, axis=0)
+                val = arr[idx, np.arange(arr.shape[1])]
+                t = times[lo:hi][idx]
+                if stats[key] is None:
+                    stats[key], stats[key + "_t"] = val, t
+                else:
+                    better = val > stats[key] if "max" in key else val < stats[key]
+                    stats[key] = np.where(better, val, stats[key])
+                    stats[key + "_t"] = np.where(better, t, stats[key + "_t"])
+        s = f.require_group(f"{BASE}/Summary Output/2D Flow Areas/{mesh.name}")
+        for name, key, unit in (
+            ("Maximum Water Surface", "wmax", self.length_unit), ("Minimum Water Surface", "wmin", self.length_unit),
+            ("Maximum Face Velocity", "vmax", self.velocity_unit), ("Minimum Face Velocity", "vmin", self.velocity_unit),
+        ):
+            d = s.create_dataset(name, data=np.vstack([stats[key], stats[key + "_t"]]).astype("float32"),
+                                 compression="gzip", compression_opts=1)
+            d.attrs["Units per row"] = np.array([unit.encode(), b"days"], dtype="S16")
+        err = (self.rng.uniform(0, 0.009, mesh.total_cells)).astype("float32")
+        s.create_dataset("Cell Maximum Water Surface Error", data=np.vstack([err, np.zeros_like(err)]))
+        s.create_dataset("Cell Cumulative Iteration", data=np.zeros(mesh.total_cells, "float32"))
+        s.create_dataset("Cell Last Iteration", data=np.zeros(mesh.total_cells, "int32"))
+        cell = int(np.argmax(err[: mesh.cell_count])) if mesh.cell_count else 0
+        return (float(err[cell]) if mesh.cell_count else 0.0, mesh.name, cell)
+
+    def _write_cross_sections_unsteady(self, f, ts, hydro) -> None:
+        n_xs = len(self.cross_sections)
+        bed = 900.0 - np.arange(n_xs) * 0.05
+        shape = self.depth_shape(n_xs, salt=200) * self.peak
+        g = ts.require_group("Cross Sections")
+        for var, data in (
+            ("Water Surface", bed[None, :] + hydro[:, None] * shape[None, :]),
+            ("Flow", hydro[:, None] * shape[None, :] * 1000.0),
+            ("Velocity Total", hydro[:, None] * shape[None, :] * 0.8),
+        ):
+            d = g.create_dataset(var, data=data.astype("float32"))
+            d.attrs["Units"] = _b(self._unit("Velocity" if "Velocity" in var else var))
+        f.create_dataset("Results/Unsteady/Output/Geometry Info/Cross Section Attributes", data=self._xs_table())
+
+    def _xs_table(self) -> np.ndarray:
+        dt = np.dtype([("River", "S16"), ("Reach", "S16"), ("Station", "S8"), ("Name", "S16")])
+        return np.array([(r.encode()[:16], c.encode()[:16], s.encode()[:8], b"") for r, c, s in self.cross_sections], dtype=dt)
+
+    def write_steady_results(self, f: h5py.File) -> None:
+        names = profile_names(self.flow_text)
+        xs = self.cross_sections or [("Fake River", "Reach 1", f"{1000 - 10 * i}.") for i in range(10)]
+        if not self.cross_sections:
+            self.cross_sections = xs
+        n_xs = len(xs)
+        f.create_dataset("Results/Steady/Output/Geometry Info/Cross Section Attributes", data=self._xs_table())
+        g = f.require_group(STEADY_BASE)
+        g.create_dataset("Profile Names", data=np.array([n.encode() for n in names], dtype="S16"))
+        scale = np.linspace(0.5, 1.0, len(names))[:, None]
+        shape = self.depth_shape(n_xs, salt=300) * self.peak
+        bed = 900.0 - np.arange(n_xs) * 0.05
+        ws = bed[None, :] + scale * shape[None, :]
+        flow = scale * 1000.0 * np.ones(n_xs)[None, :]
+        for var, data, label, unit in (
+            ("Water Surface", ws, "Stage", self.length_unit),
+            ("Flow", flow, "Flow", self.flow_unit),
+            ("Energy Grade", ws + 0.05 * scale, "Energy Grade", self.length_unit),
+        ):
+            d = g.create_dataset(f"Cross Sections/{var}", data=data.astype("float32"))
+            d.attrs["Variable_Unit"] = np.array([[label.encode(), unit.encode()]], dtype="S32")
+
+    def messages(self, outcome: str, compute_seconds: float, total_seconds: float, volume_error: float,
+                 worst: tuple, unstable_at: datetime | None) -> str:
+        p = self.plan
+        kind = "Steady" if p.steady else "Unsteady"
+        lines = [
+            f"Plan: '{p.title}' ({p.file.name})",
+            f"Simulation started at: {self.started_wall.strftime('%d%b%Y %I:%M:%S %p')}",
+            "",
+            "Writing Plan GIS Data...",
+            "Completed Writing Plan GIS Data",
+            "Writing Geometry...",
+            "Completed Writing Geometry",
+            "Writing Event Conditions ...",
+            "Completed Writing Event Condition Data",
+            "",
+        ]
+        if p.steady:
+            lines += ["", f"Steady Flow Simulation {FILE_VERSION}", "", "Finished Steady Flow Simulation"]
+        else:
+            lines += [f"Performing Unsteady Flow Simulation  {FILE_VERSION}", "",
+                      "Maximum iteration location\t\tCell\t WSEL\tERROR\tITERATIONS"]
+            err, mesh, cell = worst
+            if mesh:
+                lines.append(f"{_stamp(self.start + timedelta(minutes=1))}  {mesh}\t{cell:10d}\t{900.0:8.2f}\t{err:8.3f}\t20")
+            if outcome == "unstable" and unstable_at is not None:
+                lines += [
+                    f"{_stamp(unstable_at)}  {mesh or 'Model'}\t{cell:10d}\t{987.65:8.2f}\t{45.21:8.3f}\t20",
+                    f"The model went unstable at {_stamp(unstable_at)}: water surface error 45.21 in cell {cell}"
+                    f"{' of ' + mesh if mesh else ''}.",
+                    "Unsteady Flow Simulation Terminated",
+                ]
+            else:
+                lines += [
+                    f"Overall Volume Accounting Error in {'Cubic Meters' if self.si else 'Acre Feet'}: {volume_error * 3.1:12.4f}",
+                    f"Overall Volume Accounting Error as percentage: {volume_error:12.5f}",
+                    "",
+                    "Finished Unsteady Flow Simulation",
+                ]
+        lines += [
+            "", "", "Computations Summary", "", "Computation Task\tTime(hh:mm:ss)",
+            f"Completing Geometry, Flow and Plan\t{_task_time(0.3)}",
+            f"{kind} Flow Computations\t{_task_time(compute_seconds)}",
+            f"Complete Process\t{_task_time(total_seconds)}",
+            "",
+        ]
+        return "\r\n".join(lines) + "\r\n"
+
+    def finish(self, outcome: str, compute_seconds: float) -> None:
+        """Results, messages and the summary groups; then the rename HEC-RAS does at the end."""
+        total = (datetime.now() - self.started_wall).total_seconds()
+        unstable_at = None
+        worst = (0.0, "", 0)
+        volume_error = float(self.rng.uniform(0.001, 0.05))
+        with h5py.File(self.tmp, "a") as f:
+            if self.plan.steady:
+                self.write_steady_results(f)
+            else:
+                until = None
+                if outcome == "unstable":
+                    until = max(2, int(self.steps * 0.6))
+                    unstable_at = self.start + timedelta(days=float(self.times_days[until - 1]))
+                worst = self.write_unsteady_results(f, until)["worst"]
+            text = self.messages(outcome, compute_seconds, total, volume_error, worst, unstable_at)
+            summary = f.require_group("Results/Summary")
+            summary.create_dataset("Compute Messages (text)", data=np.array([text.encode("cp1252")]))
+            summary.create_dataset("Compute Processes", data=self._compute_processes(compute_seconds))
+            window = f"{_stamp(self.started_wall)} to {_stamp(datetime.now())}"
+            if self.plan.steady:
+                st = f.require_group("Results/Steady/Summary")
+                st.attrs["Solution"] = _b("Steady Finished Successfully")
+                st.attrs["Run Time Window"] = _b(window)
+            else:
+                us = f.require_group("Results/Unsteady/Summary")
+                us.attrs["Computation Time DSS"] = _b("00:00:00")
+                us.attrs["Computation Time Total"] = _b(_hms(total))
+                us.attrs["Maximum WSEL Error"] = np.float32(worst[0] if outcome != "unstable" else 45.21)
+                us.attrs["Maximum number of cores"] = np.int32(os.cpu_count() or 1)
+                us.attrs["Run Time Window"] = _b(window)
+                if outcome == "unstable":
+                    us.attrs["Solution"] = _b("Unsteady Flow Computations Went Unstable")
+                    us.attrs["Time Solution Went Unstable"] = np.float64((unstable_at - self.start).total_seconds() / 86400)
+                    us.attrs["Time Stamp Solution Went Unstable"] = _b(_stamp(unstable_at))
+                else:
+                    us.attrs["Solution"] = _b("Unsteady Finished Successfully")
+                    us.attrs["Time Solution Went Unstable"] = np.float64("nan")
+                    us.attrs["Time Stamp Solution Went Unstable"] = _b("Not Applicable")
+                    va = us.require_group("Volume Accounting")
+                    start_volume = 12345.6
+                    va.attrs["Vol Accounting in"] = _b("Cubic Meters" if self.si else "Acre Feet")
+                    va.attrs["Volume Starting"] = np.float32(start_volume)
+                    va.attrs["Volume Ending"] = np.float32(start_volume * 1.1)
+                    va.attrs["Total Boundary Flux of Water In"] = np.float32(start_volume * 0.5)
+                    va.attrs["Total Boundary Flux of Water Out"] = np.float32(start_volume * 0.4)
+                    va.attrs["Error"] = np.float32(volume_error * start_volume / 100)
+                    va.attrs["Error Percent"] = np.float32(volume_error)
+            f["Event Conditions"].attrs["Completed Successfully"] = _b("True" if outcome != "unstable" else "False")
+        self.messages_file.write_bytes(text.encode("cp1252"))
+        os.replace(self.tmp, self.final)
+
+    def _compute_processes(self, compute_seconds: float) -> np.ndarray:
+        dt = np.dtype([("Process", "S40"), ("Filename", "S80"), ("File Date", "S21"), ("File Size", "<i4"),
+                       ("File Version", "S7"), ("Arguments", "S200"), ("Compute Time", "S12"),
+                       ("Compute Time (ms)", "<i4")])
+        kind = "Steady" if self.plan.steady else "Unsteady"
+        exe = "RasSteady.exe" if self.plan.steady else "RasUnsteady.exe"
+
+        def t(s: float) -> str:
+            ms = int(round(s * 1000))
+            return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+        rows = [
+            ("Ras.exe", f"fake_ras {VERSION}", "", 0, VERSION, "", " ", 0),
+            ("Completing Geometry, Flow and Plan", "fake_ras", "", 0, VERSION, "", t(0.3), 300),
+            (f"{kind} Flow Computations", exe, "", 0, VERSION,
+             f'"{self.tmp.name}" x{self.plan.geometry[1:]}', t(compute_seconds), int(compute_seconds * 1000)),
+        ]
+        return np.array([tuple(x.encode() if isinstance(x, str) else x for x in r) for r in rows], dtype=dt)
+
+
+def _interval_text(interval: timedelta | None) -> str:
+    if interval is None:
+        return ""
+    s = int(interval.total_seconds())
+    for unit, size in (("DAY", 86400), ("HOUR", 3600), ("MIN", 60)):
+        if s % size == 0 and s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}SEC"
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def compute(prj: Path, plan_file: Path, behaviour: Behaviour) -> int:
+    """The helper process (RasUnsteady's part): does the work and the waiting."""
+    started = time.monotonic()
+    outcome = behaviour.outcome
+    if outcome == "no-results":
+        time.sleep(behaviour.seconds)
+        print("fake-ras: finished without writing results", flush=True)
+        return 0
+    run = Run(prj, plan_file, behaviour)
+    run.write_start()
+    print(f"fake-ras: computing {run.plan.id} ({outcome}, {behaviour.seconds:g} s)", flush=True)
+    if outcome == "hang":
+        while True:  # like Ras.exe behind a modal dialog
+            time.sleep(3600)
+    # Spend the requested time, reporting progress like an engine would.
+    remaining = behaviour.seconds - (time.monotonic() - started)
+    ticks = 4
+    for i in range(ticks):
+        time.sleep(max(0.0, remaining) / ticks)
+        print(f"fake-ras: progress {100 * (i + 1) // ticks}%", flush=True)
+    if outcome == "crash":
+        print("forrtl: severe (157): Program Exception - access violation", flush=True)
+        return 157
+    run.finish(outcome, compute_seconds=time.monotonic() - started)
+    if outcome == "truncated":
+        size = run.final.stat().st_size
+        with open(run.final, "r+b") as fh:
+            fh.truncate(size // 2)
+    print(f"fake-ras: finished {run.plan.id}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fake-ras", description="A stand-in for Ras.exe that writes HEC-RAS 6.x results.")
+    parser.add_argument("-c", dest="prj", required=True, type=Path, help="project file NAME.prj")
+    parser.add_argument("plan_file", type=Path, help="plan file NAME.pNN")
+    parser.add_argument("--cells", type=int, help="write one mesh of this many cells (benchmarks)")
+    parser.add_argument("--steps", type=int, help="number of output time steps")
+    parser.add_argument("--seconds", type=float, help="run time, overriding fake-ras.json")
+    parser.add_argument("--outcome", choices=OUTCOMES, help="outcome, overriding fake-ras.json")
+    parser.add_argument("--compute", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    prj, plan_file = args.prj.resolve(), args.plan_file.resolve()
+    if not prj.is_file() or not plan_file.is_file():
+        print(f"fake-ras: cannot open {prj if not prj.is_file() else plan_file}", file=sys.stderr)
+        return 2
+    b = load_behaviour(prj.parent, plan_file.suffix.lstrip(".").lower())
+    b = Behaviour(
+        seconds=args.seconds if args.seconds is not None else b.seconds,
+        outcome=args.outcome or b.outcome,
+        cells=args.cells or b.cells,
+        steps=args.steps or b.steps,
+    )
+    if args.compute:
+        return compute(prj, plan_file, b)
+    # The front process, like Ras.exe: start the compute helper and wait for it.
+    helper = [sys.executable, "-m", "dask_hecras.fake_ras", "-c", str(prj), str(plan_file), "--compute",
+              "--seconds", repr(b.seconds), "--outcome", b.outcome]
+    if b.cells:
+        helper += ["--cells", str(b.cells)]
+    if b.steps:
+        helper += ["--steps", str(b.steps)]
+    code = subprocess.call(helper, cwd=prj.parent)
+    if code != 0:
+        print(f"Error with program: RasUnsteady.exe  Exit Code = {code}", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,451 @@
+"""The HEC-RAS project model: what a project and its plans are, and which files a plan needs.
+
+Only text files are read here (``.prj``, plan, flow files and the ``.rasmap``), so a
+project can be opened cheaply from a network share and its plans sent to workers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Iterable, Iterator
+
+from . import config
+
+
+class ProjectError(ValueError):
+    """A HEC-RAS project that cannot be used as it is on disk."""
+
+    def __init__(self, project: Path | str, problem: str, missing: Iterable[Path] = ()):
+        self.project = Path(project)
+        self.problem = problem
+        self.missing = sorted({Path(p) for p in missing})
+        text = f"HEC-RAS project {self.project}: {problem}"
+        if self.missing:
+            text += "".join(f"\n  - {p}" for p in self.missing)
+        super().__init__(text)
+
+    def __reduce__(self):  # keep the fields when the error crosses a process boundary
+        return (type(self), (self.project, self.problem, self.missing))
+
+
+# --------------------------------------------------------------------------- text files
+
+
+def read_text(path: Path, project: Path) -> str:
+    """HEC-RAS text files are Windows-1252 with CRLF line ends."""
+    try:
+        return path.read_bytes().decode("cp1252", errors="replace")
+    except FileNotFoundError:
+        raise ProjectError(project, "a file it needs is missing:", [path]) from None
+    except OSError as e:
+        raise ProjectError(project, f"cannot read {path}: {e.strerror or e}") from None
+
+
+def key_values(text: str) -> list[tuple[str, str]]:
+    """``Key=value`` lines in file order (keys repeat, so not a dict)."""
+    pairs = []
+    for line in text.splitlines():
+        if "=" in line and line[:1] not in (" ", "\t"):
+            key, _, value = line.partition("=")
+            pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def first(pairs: list[tuple[str, str]], key: str, default: str | None = None) -> str | None:
+    for k, v in pairs:
+        if k == key:
+            return v
+    return default
+
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(SEC|MIN|HOUR|DAY|WEEK)S?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"SEC": 1, "MIN": 60, "HOUR": 3600, "DAY": 86400, "WEEK": 604800}
+
+
+def parse_interval(text: str | None) -> timedelta | None:
+    """``20SEC``, ``5MIN``, ``1HOUR``, ``1DAY`` as a timedelta; ``None`` if absent or unreadable."""
+    if not text:
+        return None
+    m = _INTERVAL.match(text)
+    if not m:
+        return None
+    return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2).upper()])
+
+
+def parse_ras_datetime(date: str, hhmm: str = "0000") -> datetime:
+    """``01JAN1999`` + ``1200`` (``2400`` is midnight at the end of the day)."""
+    hhmm = hhmm.replace(":", "").strip() or "0000"
+    day = datetime.strptime(date.strip().upper(), "%d%b%Y")
+    return day + timedelta(hours=int(hhmm[:-2] or 0), minutes=int(hhmm[-2:]))
+
+
+def parse_simulation_date(text: str | None) -> tuple[datetime | None, datetime | None]:
+    if not text:
+        return None, None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        return parse_ras_datetime(parts[0], parts[1]), parse_ras_datetime(parts[2], parts[3])
+    except (IndexError, ValueError):
+        return None, None
+
+
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    """HEC-RAS writes ``Program Version=6.50`` for 6.5 and ``6.31`` for 6.3.1;
+    install folders are named ``6.5`` or ``6.3.1``. Both become (6, 5) / (6, 3, 1)."""
+    if not text:
+        return None
+    m = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not m:
+        return None
+    major, minor, patch = m.group(1), m.group(2), m.group(3)
+    if patch is None and len(minor) > 1:  # "6.50" -> 6.5.0, "6.31" -> 6.3.1
+        parts = [int(major)] + [int(c) for c in minor]
+    else:
+        parts = [int(major), int(minor)] + ([int(patch)] if patch else [])
+    while len(parts) > 2 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+# --------------------------------------------------------------------------- references
+
+
+_WIN_ABS = re.compile(r"^([A-Za-z]:[\\/]|\\\\|//)")
+
+
+def _allowed_roots() -> list[Path]:
+    return [Path(os.path.abspath(p)) for p in (config.get("allowed-roots") or [])]
+
+
+def _find_case_insensitive(path: Path) -> Path:
+    """HEC-RAS projects come from Windows, where ``terrain.HDF`` and ``Terrain.hdf``
+    are the same file; on Linux find the one that exists."""
+    if path.exists():
+        return path
+    parts = path.parts
+    current = Path(parts[0])
+    for i, part in enumerate(parts[1:], start=1):
+        candidate = current / part
+        if not candidate.exists():
+            try:
+                matches = [c for c in current.iterdir() if c.name.lower() == part.lower()]
+            except OSError:
+                matches = []
+            if not matches:
+                return path.__class__(current, *parts[i:])
+            candidate = matches[0]
+        current = candidate
+    return current
+
+
+def resolve_reference(ref: str, base: Path, project: Path) -> Path:
+    """A file reference as written in a HEC-RAS file (``.\\Terrain\\x.hdf``) as a path.
+
+    References that leave the project folder are refused unless they lie under
+    one of ``hecras.allowed-roots``.
+    """
+    ref = ref.strip().strip('"')
+    project_dir = project.parent
+    if _WIN_ABS.match(ref) and os.name != "nt":
+        roots = _allowed_roots()
+        raise ProjectError(
+            project,
+            f"reference {ref!r} is a Windows absolute path, which cannot be resolved here"
+            + ("" if roots else "; keep referenced files inside the project folder"),
+        )
+    if os.name == "nt":
+        candidate = Path(os.path.normpath(base / PureWindowsPath(ref)))
+    else:
+        candidate = Path(os.path.normpath(base / PurePosixPath(ref.replace("\\", "/"))))
+    candidate = _find_case_insensitive(candidate)
+    inside = [project_dir.resolve()] + [r.resolve() for r in _allowed_roots()]
+    real = Path(os.path.realpath(candidate))
+    if not any(real == root or root in real.parents for root in inside):
+        raise ProjectError(
+            project,
+            f"reference {ref!r} points outside the project folder ({real}); "
+            "add its folder to hecras.allowed-roots to allow it",
+        )
+    return candidate
+
+
+# --------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file a plan needs, and what it is for (staging treats roles differently)."""
+
+    path: Path
+    role: str  # project, plan, geometry, geometry-hdf, flow, rasmap, projection, terrain, dss, restart
+
+    @property
+    def read_only(self) -> bool:
+        """HEC-RAS only reads these; the others it may write to during a run."""
+        return self.role in ("terrain", "dss", "restart", "projection")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One plan of a project: small and picklable, so it can be sent to a Dask worker."""
+
+    id: str  # "p01"
+    project: Path  # the .prj file
+    title: str = ""
+    short_id: str = ""
+    program_version: str = ""
+    geometry: str = ""  # "g01"
+    flow: str = ""  # "u01" (unsteady) or "f01" (steady)
+    start: datetime | None = None
+    end: datetime | None = None
+    computation_interval: timedelta | None = None
+    output_interval: timedelta | None = None
+    mapping_interval: timedelta | None = None
+    d2_cores: int | None = None
+
+    @property
+    def project_name(self) -> str:
+        return self.project.stem
+
+    @property
+    def folder(self) -> Path:
+        return self.project.parent
+
+    @property
+    def file(self) -> Path:
+        return self.folder / f"{self.project_name}.{self.id}"
+
+    @property
+    def geometry_file(self) -> Path:
+        return self.folder / f"{self.project_name}.{self.geometry}"
+
+    @property
+    def flow_file(self) -> Path:
+        return self.folder / f"{self.project_name}.{self.flow}"
+
+    @property
+    def steady(self) -> bool:
+        return self.flow.lower().startswith("f")
+
+    @property
+    def results_name(self) -> str:
+        """The results HDF HEC-RAS writes: ``NAME.p01.hdf``."""
+        return f"{self.project_name}.{self.id}.hdf"
+
+    @property
+    def key(self) -> str:
+        """Names this plan in task keys and result folders: ``<project>-<plan>``."""
+        return f"{self.project_name}-{self.id}"
+
+    @classmethod
+    def from_file(cls, project: Path, plan_id: str) -> "Plan":
+        path = project.parent / f"{project.stem}.{plan_id}"
+        pairs = key_values(read_text(path, project))
+        start, end = parse_simulation_date(first(pairs, "Simulation Date"))
+        cores = first(pairs, "UNET D2 Cores")
+        return cls(
+            id=plan_id,
+            project=project,
+            title=first(pairs, "Plan Title", "") or "",
+            short_id=first(pairs, "Short Identifier", "") or "",
+            program_version=first(pairs, "Program Version", "") or "",
+            geometry=(first(pairs, "Geom File", "") or "").lower(),
+            flow=(first(pairs, "Flow File", "") or "").lower(),
+            start=start,
+            end=end,
+            computation_interval=parse_interval(first(pairs, "Computation Interval")),
+            output_interval=parse_interval(first(pairs, "Output Interval")),
+            mapping_interval=parse_interval(first(pairs, "Mapping Interval")),
+            d2_cores=int(cores) if cores and cores.strip().lstrip("-").isdigit() else None,
+        )
+
+    def inputs(self) -> list[InputFile]:
+        """Every file the plan needs to run in another folder, with its role.
+
+        Raises one :class:`ProjectError` listing every missing file.
+        """
+        files: list[InputFile] = []
+        missing: list[Path] = []
+
+        def add(path: Path, role: str, required: bool = True) -> None:
+            if path.is_file():
+                files.append(InputFile(path, role))
+            elif required:
+                missing.append(path)
+
+        add(self.project, "project")
+        add(self.file, "plan")
+        if not self.geometry:
+            raise ProjectError(self.project, f"plan {self.file.name} names no geometry (Geom File=)")
+        if not self.flow:
+            raise ProjectError(self.project, f"plan {self.file.name} names no flow file (Flow File=)")
+        add(self.geometry_file, "geometry")
+        # The preprocessed geometry HDF: HEC-RAS rebuilds it if absent, so not required.
+        add(self.geometry_file.with_name(self.geometry_file.name + ".hdf"), "geometry-hdf", required=False)
+        add(self.flow_file, "flow")
+        if self.flow_file.is_file():
+            for ref, role in _flow_references(read_text(self.flow_file, self.project)):
+                add(resolve_reference(ref, self.folder, self.project), role)
+        rasmap = _rasmap_path(self.project)
+        if rasmap is not None and rasmap.is_file():
+            add(rasmap, "rasmap")
+            for path, role in _rasmap_references(rasmap, self.project):
+                add(path, role)
+        elif rasmap is not None:
+            missing.append(rasmap)
+        if missing:
+            raise ProjectError(self.project, f"plan {self.id} needs files that are missing:", missing)
+        seen: set[Path] = set()
+        unique = []
+        for f in files:
+            if f.path not in seen:
+                seen.add(f.path)
+                unique.append(f)
+        return unique
+
+    def input_files(self) -> list[Path]:
+        """Every file the plan needs to run elsewhere (see :meth:`inputs`)."""
+        return [f.path for f in self.inputs()]
+
+
+def _flow_references(text: str) -> Iterator[tuple[str, str]]:
+    """DSS and restart files an unsteady flow file uses."""
+    pairs = key_values(text)
+    use_restart = (first(pairs, "Use Restart", "0") or "0").strip()
+    restart = first(pairs, "Restart Filename")
+    if restart and use_restart not in ("0", "", "False"):
+        yield restart, "restart"
+    # Boundary blocks start at "Boundary Location="; a DSS file counts when the block uses DSS.
+    dss_file, use_dss = None, False
+    blocks: list[tuple[str | None, bool]] = []
+    for key, value in pairs:
+        if key == "Boundary Location":
+            blocks.append((dss_file, use_dss))
+            dss_file, use_dss = None, False
+        elif key == "DSS File":
+            dss_file = value or None
+        elif key == "Use DSS":
+            use_dss = value.strip().lower() in ("true", "-1")
+    blocks.append((dss_file, use_dss))
+    for dss, used in blocks:
+        if dss and used:
+            yield dss, "dss"
+    if (first(pairs, "Precipitation Mode", "Disable") or "").lower() != "disable":
+        for key, value in pairs:
+            if key == "Met BC" and "DSS Filename=" in value:
+                name = value.split("DSS Filename=", 1)[1].strip()
+                if name:
+                    yield name, "dss"
+
+
+def _rasmap_path(project: Path) -> Path | None:
+    pairs = key_values(read_text(project, project))
+    named = first(pairs, "RASMap Filename")
+    if named:
+        return resolve_reference(named, project.parent, project)
+    default = project.with_suffix(".rasmap")
+    return default if default.exists() else None
+
+
+_RASTER_SUFFIXES = (".tif", ".tiff", ".vrt")
+
+
+def _rasmap_references(rasmap: Path, project: Path) -> Iterator[tuple[Path, str]]:
+    """The projection and terrain files named by a RAS Mapper file.
+
+    A terrain is its ``.hdf`` plus the rasters beside it named after it
+    (``Terrain.hdf``, ``Terrain.vrt``, ``Terrain.source.tif``), as RAS Mapper writes them.
+    """
+    try:
+        root = ET.fromstring(rasmap.read_bytes())
+    except (ET.ParseError, OSError) as e:
+        raise ProjectError(project, f"cannot read RAS Mapper file {rasmap}: {e}") from None
+    base = rasmap.parent
+    projection = root.find("RASProjectionFilename")
+    if projection is not None and projection.get("Filename"):
+        yield resolve_reference(projection.get("Filename"), base, project), "projection"
+    for terrains in root.iter("Terrains"):
+        for layer in terrains.iter("Layer"):
+            ref = layer.get("Filename")
+            if not ref:
+                continue
+            hdf = resolve_reference(ref, base, project)
+            yield hdf, "terrain"
+            if hdf.parent.is_dir():
+                stem = hdf.stem.lower()
+                for sibling in sorted(hdf.parent.iterdir()):
+                    name = sibling.name.lower()
+                    if name.endswith(_RASTER_SUFFIXES) and (
+                        name.startswith(stem + ".") or sibling.stem.lower() == stem
+                    ):
+                        yield sibling, "terrain"
+
+
+# --------------------------------------------------------------------------- projects
+
+
+class Project:
+    """A HEC-RAS project (``NAME.prj``) and the plans it lists."""
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(os.path.abspath(path))
+        if path.suffix.lower() != ".prj":
+            raise ProjectError(path, "a HEC-RAS project is a .prj file")
+        if not path.is_file():
+            raise ProjectError(path, "the project file does not exist" if not path.exists() else "is not a file")
+        text = read_text(path, path)
+        pairs = key_values(text)
+        if first(pairs, "Proj Title") is None:
+            raise ProjectError(path, "is not a HEC-RAS project file (no 'Proj Title=' line; a projection file?)")
+        lines = {line.strip() for line in text.splitlines()}
+        self.path = path
+        self.title = first(pairs, "Proj Title", "") or ""
+        self.units = "SI" if "SI Units" in lines else "English" if "English Units" in lines else ""
+        self.current_plan = (first(pairs, "Current Plan") or "").lower() or None
+        ids = [v.strip().lower() for k, v in pairs if k == "Plan File" and v.strip()]
+        missing = [path.parent / f"{path.stem}.{i}" for i in ids]
+        missing = [p for p in missing if not _find_case_insensitive(p).is_file()]
+        if missing:
+            raise ProjectError(path, "plan files listed in the project are missing:", missing)
+        self.plans = [Plan.from_file(path, i) for i in ids]
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def plan(self, plan_id: str) -> Plan:
+        """A plan by id (``"p03"``), short identifier or title."""
+        wanted = plan_id.strip().lower()
+        for p in self.plans:
+            if wanted in (p.id, p.short_id.lower(), p.title.lower()):
+                return p
+        known = ", ".join(p.id for p in self.plans) or "none"
+        raise KeyError(f"{self.path.name} has no plan {plan_id!r} (plans: {known})")
+
+    def check(self, plans: Iterable[Plan] | None = None) -> None:
+        """Raise one :class:`ProjectError` listing every missing file of the given plans."""
+        missing: list[Path] = []
+        problems: list[str] = []
+        for plan in self.plans if plans is None else plans:
+            try:
+                plan.inputs()
+            except ProjectError as e:
+                missing.extend(e.missing)
+                if not e.missing:
+                    problems.append(e.problem)
+        if problems:
+            raise ProjectError(self.path, "; ".join(problems), missing)
+        if missing:
+            raise ProjectError(self.path, "files its plans need are missing:", missing)
+
+    def __repr__(self) -> str:
+        return f"Project({str(self.path)!r}, plans={[p.id for p in self.plans]})"
