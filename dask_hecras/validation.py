@@ -48,7 +48,8 @@ class Validation:
 
     @property
     def reason(self) -> str:
-        return " ".join(self.reasons)
+        """The most telling sentences, for a one-line status."""
+        return " ".join(self.reasons[:2])
 
 
 def tmp_path(hdf_path: Path) -> Path:
@@ -95,6 +96,11 @@ def _read(path: Path, tmp: Path, plan) -> Validation:
         complete = hdf.complete_process_seconds(messages) is not None
 
     status = SUCCEEDED
+    for pattern, sentence in _FAILURE_PATTERNS:  # the messages' own words first: the most telling
+        hit = pattern.search(messages)
+        if hit:
+            status = FAILED
+            reasons.append(f"{sentence[0].upper()}{sentence[1:]}: {hit.group(0).strip()!r}.")
     if completed.lower() == "false":
         status = FAILED
         reasons.append("HEC-RAS reports the run did not complete successfully (Completed Successfully = False).")
@@ -102,11 +108,6 @@ def _read(path: Path, tmp: Path, plan) -> Validation:
         if "success" not in solution.lower():
             status = FAILED
             reasons.append(f"HEC-RAS reports: {solution}.")
-    for pattern, sentence in _FAILURE_PATTERNS:
-        hit = pattern.search(messages)
-        if hit:
-            status = FAILED
-            reasons.append(f"{sentence[0].upper()}{sentence[1:]}: {hit.group(0).strip()!r}.")
     limit = config.get("max-volume-error-percent")
     if volume is not None and limit is not None and abs(volume) > float(limit):
         status = FAILED

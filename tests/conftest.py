@@ -1,0 +1,70 @@
+"""Shared fixtures: a fresh demo project, the real HEC-RAS files in ../shared, clean config."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import dask.config
+import pytest
+
+from dask_hecras.examples import make_project
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+
+
+@pytest.fixture
+def realdata() -> Path:
+    if not REALDATA.is_dir():
+        pytest.skip(f"real HEC-RAS files not found at {REALDATA} (they live beside the repository, in ../shared)")
+    return REALDATA
+
+
+@pytest.fixture(autouse=True)
+def _clean_config(tmp_path):
+    """Each test gets its own scratch root and default settings."""
+    with dask.config.set({"hecras.scratch": str(tmp_path / "scratch"), "hecras.allowed-roots": []}):
+        yield
+
+
+@pytest.fixture
+def demo(tmp_path) -> Path:
+    """A demo project with four plans; returns its .prj."""
+    return make_project(tmp_path / "project", n_plans=4)
+
+
+@pytest.fixture
+def results(tmp_path) -> Path:
+    return tmp_path / "results"
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    """Name → SHA-256 (and mtime) of every file under ``folder``: any write shows."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest() + f":{p.stat().st_mtime_ns}"
+    return out
+
+
+def copy_muncie(realdata: Path, dest: Path) -> Path:
+    """The real Muncie geometry and flow files with a .prj and plan written around them."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Muncie.g05", "Muncie.g05.hdf", "Muncie.u02", "projection.prj"):
+        shutil.copy2(realdata / "muncie" / name, dest / name)
+    (dest / "Muncie.prj").write_bytes(
+        b"Proj Title=Muncie\r\nCurrent Plan=p01\r\nEnglish Units\r\nGeom File=g05\r\n"
+        b"Unsteady File=u02\r\nPlan File=p01\r\nRASMap Filename=Muncie.rasmap\r\n"
+    )
+    (dest / "Muncie.p01").write_bytes(
+        b"Plan Title=Unsteady Multi 9-SA run\r\nProgram Version=6.50\r\nShort Identifier=9-SAs\r\n"
+        b"Simulation Date=02JAN1900,0000,02JAN1900,2400\r\nGeom File=g05\r\nFlow File=u02\r\n"
+        b"Computation Interval=15SEC\r\nOutput Interval=1HOUR\r\nMapping Interval=1HOUR\r\n"
+        b"Run HTab=-1\r\nRun UNet=-1\r\nUNET D2 Cores=0\r\n"
+    )
+    (dest / "Muncie.rasmap").write_bytes(
+        b'<RASMapper>\r\n  <RASProjectionFilename Filename=".\\projection.prj" />\r\n</RASMapper>\r\n'
+    )
+    return dest / "Muncie.prj"
