@@ -1,0 +1,97 @@
+"""One plan end to end through stage → run → validate → summarise → copy back."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import psutil
+import pytest
+import xarray as xr
+
+from dask_hecras import PlanResult, Project, run_plan, validate
+
+from .conftest import folder_digest
+
+
+def set_behaviour(prj, table):
+    (prj.parent / "fake-ras.json").write_text(json.dumps(table))
+
+
+@pytest.mark.parametrize("outcome,validation,retryable,words", [
+    ("success", "succeeded", False, "completed the run"),
+    ("unstable", "failed", False, "went unstable"),
+    ("crash", "incomplete", True, "exited with code 157"),
+    ("no-results", "missing", True, "wrote no results"),
+    ("truncated", "corrupt", True, "cut short or damaged"),
+])
+def test_every_fake_outcome_ends_in_the_right_status(demo, results, outcome, validation, retryable, words):
+    set_behaviour(demo, {"p01": {"seconds": 0.3, "outcome": outcome}})
+    r = run_plan(Project(demo).plan("p01"), engine="fake", results_dir=results)
+    assert r.status == ("succeeded" if outcome == "success" else "failed")
+    assert r.validation == validation and r.retryable is retryable
+    assert words in r.reason
+    assert r.folder == results / "Demo" / "p01"
+    assert r.log.is_file() and "dask_hecras.fake_ras" in r.log.read_text()
+    saved = PlanResult.from_json(json.loads((r.folder / "result.json").read_text()))
+    assert saved == r
+    assert pickle.loads(pickle.dumps(r)) == r
+    if outcome == "success":
+        assert r.scratch is None
+        assert validate(r.hdf, plan=Project(demo).plan("p01")).ok
+    else:
+        assert r.scratch is not None and r.scratch.is_dir(), "a failed run folder is kept for inspection"
+
+
+def test_success_lands_results_and_summary(demo, results, tmp_path):
+    r = run_plan(Project(demo).plan("p02"), results_dir=results)
+    assert r.ok and r.exit_code == 0 and r.run_seconds > 0 and r.attempt == 1
+    names = sorted(p.name for p in r.folder.iterdir())
+    assert names == ["Demo.p02.computeMsgs.txt", "Demo.p02.engine.log", "Demo.p02.hdf", "result.json", "summary.nc"]
+    assert not [p for p in (results / "Demo").iterdir() if p.name.startswith(".")], "no temporary folders left"
+    ds = xr.open_dataset(r.summary, engine="h5netcdf")
+    assert ds.attrs["plan_id"] == "p02" and ds.attrs["plan_name"] == "50-year storm"
+    assert ds.sizes["cell"] == 600 and (ds["max_water_surface"] >= ds["min_water_surface"]).all()
+    assert not list((tmp_path / "scratch").iterdir()), "scratch removed after success"
+
+
+def test_hang_with_timeout_leaves_no_process(demo, results, tmp_path):
+    set_behaviour(demo, {"p01": {"seconds": 1, "outcome": "hang"}})
+    r = run_plan(Project(demo).plan("p01"), results_dir=results, timeout=3)
+    assert r.status == "failed" and r.retryable
+    assert r.reason.startswith("Timed out after 3 s")
+    assert r.validation == "incomplete"
+    left = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "dask_hecras.fake_ras" in cmd and str(tmp_path) in cmd:
+            left.append(p)
+    assert not left, f"fake engine processes outlived the timeout: {left}"
+
+
+def test_source_project_is_never_written(demo, results):
+    set_behaviour(demo, {"p01": {"seconds": 0.1}, "p02": {"seconds": 0.1, "outcome": "crash"}})
+    before = folder_digest(demo.parent)
+    for pid in ("p01", "p02"):
+        run_plan(Project(demo).plan(pid), results_dir=results)
+    assert folder_digest(demo.parent) == before
+
+
+def test_failed_retry_keeps_the_earlier_good_result(demo, results):
+    plan = Project(demo).plan("p01")
+    good = run_plan(plan, results_dir=results)
+    assert good.ok
+    hdf_bytes = good.hdf.read_bytes()
+    set_behaviour(demo, {"p01": {"seconds": 0.1, "outcome": "crash"}})
+    bad = run_plan(plan, results_dir=results, attempt=2)
+    assert not bad.ok and bad.attempt == 2
+    assert good.hdf.read_bytes() == hdf_bytes
+    assert json.loads((good.folder / "result.json").read_text())["status"] == "succeeded"
+    assert bad.folder == results / "Demo" / "p01.failed"
+
+
+def test_bad_input_is_a_failed_result_not_an_exception(demo, results):
+    (demo.parent / "Demo.u01").unlink()
+    r = run_plan(Project(demo).plan("p01"), results_dir=results)
+    assert r.status == "failed" and not r.retryable
+    assert "Demo.u01" in r.reason and "missing" in r.reason
