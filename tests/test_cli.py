@@ -36,10 +36,10 @@ def test_run_reports_failures_and_exits_nonzero(demo, tmp_path):
 
 
 def test_run_names_missing_files(demo, tmp_path):
-    (demo.parent / "Terrain" / "Terrain.vrt").unlink()
+    (demo.parent / "Terrain" / "Terrain.hdf").unlink()
     r = cli("run", str(demo), cwd=tmp_path)
     assert r.returncode == 2
-    assert "Terrain.vrt" in r.stderr and "Demo.prj" in r.stderr
+    assert "Terrain.hdf" in r.stderr and "Demo.prj" in r.stderr
 
 
 def test_unknown_plan(demo, tmp_path):
