@@ -114,7 +114,10 @@ def run_plan(
     status, reason, retryable = _judge(run, v, timeout_s)
     summary_file = None
     if status == SUCCEEDED:
-        summary_file = write_summary(summarise(staged.results_hdf), staged.run_dir / "summary.nc")
+        try:
+            summary_file = write_summary(summarise(staged.results_hdf), staged.run_dir / "summary.nc")
+        except Exception as e:  # the run itself succeeded: keep its results, say what is missing
+            reason += f" No summary could be built from the results: {e}."
     if status != SUCCEEDED and config.get("keep-failed-scratch", True):
         result.scratch = staged.run_dir
     _finish(result, status=status, reason=reason, retryable=retryable)
@@ -172,6 +175,23 @@ def _land(result: PlanResult, staged: StagedPlan, log: Path, summary_file: Path 
         final = project_dir / f"{plan.id}.failed"
     incoming = project_dir / f".{plan.id}.incoming-{uuid.uuid4().hex[:8]}"
     incoming.mkdir()
+    try:
+        _fill(result, staged, log, summary_file, incoming, final)
+    except BaseException:
+        shutil.rmtree(incoming, ignore_errors=True)  # nothing half-copied stays behind
+        raise
+    old = None
+    if final.exists():
+        old = project_dir / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+    os.replace(incoming, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _fill(result: PlanResult, staged: StagedPlan, log: Path, summary_file: Path | None,
+          incoming: Path, final: Path) -> None:
+    plan = staged.plan
     run_folder = staged.prj.parent
     names = {"hdf": plan.results_name, "messages": f"{plan.project_name}.{plan.id}.computeMsgs.txt"}
     copied: dict[str, Path] = {}
@@ -188,10 +208,3 @@ def _land(result: PlanResult, staged: StagedPlan, log: Path, summary_file: Path 
     result.hdf = copied.get("hdf")
     result.folder = final
     _write_json(incoming / "result.json", result.to_json())
-    old = None
-    if final.exists():
-        old = project_dir / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-    os.replace(incoming, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -244,7 +244,7 @@ class Plan:
 
     @classmethod
     def from_file(cls, project: Path, plan_id: str) -> "Plan":
-        path = project.parent / f"{project.stem}.{plan_id}"
+        path = _find_case_insensitive(project.parent / f"{project.stem}.{plan_id}")
         pairs = key_values(read_text(path, project))
         start, end = parse_simulation_date(first(pairs, "Simulation Date"))
         cores = first(pairs, "UNET D2 Cores")

@@ -95,3 +95,22 @@ def test_bad_input_is_a_failed_result_not_an_exception(demo, results):
     r = run_plan(Project(demo).plan("p01"), results_dir=results)
     assert r.status == "failed" and not r.retryable
     assert "Demo.u01" in r.reason and "missing" in r.reason
+
+
+def test_interrupted_copy_back_leaves_no_partial_result(demo, results, monkeypatch):
+    import shutil
+
+    import dask_hecras.pipeline as pipeline
+
+    real_copy = shutil.copy2
+
+    def failing_copy(src, dst, *a, **k):
+        if str(dst).startswith(str(results)) and str(src).endswith(".hdf"):
+            real_copy(src, dst, *a, **k)
+            raise OSError(28, "No space left on device")
+        return real_copy(src, dst, *a, **k)
+
+    monkeypatch.setattr(pipeline.shutil, "copy2", failing_copy)
+    with pytest.raises(OSError, match="No space left"):
+        run_plan(Project(demo).plan("p01"), results_dir=results)
+    assert list((results / "Demo").iterdir()) == []
