@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import socket
-import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime

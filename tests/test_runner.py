@@ -5,7 +5,6 @@ import textwrap
 import time
 
 import psutil
-import pytest
 
 from dask_hecras.engines.runner import run_process
 

@@ -165,15 +165,6 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
-def tree_pids(pid: int) -> list[int]:
-    """A process and its live descendants (for tests and the dashboard)."""
-    try:
-        root = psutil.Process(pid)
-        return [root.pid] + [c.pid for c in root.children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
 # --------------------------------------------------------------------------- Windows
 
 
