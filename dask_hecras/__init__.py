@@ -21,6 +21,8 @@ _EXPORTS = {
     "validate": "validation",
     "Validation": "validation",
     "summarise": "summary",
+    "combine": "results",
+    "open_results": "results",
 }
 
 __all__ = list(_EXPORTS)

@@ -159,8 +159,8 @@ def read_cross_sections(geometry_text: str) -> list[tuple[str, str, str]]:
     return xs
 
 
-def read_reference(geometry_hdf: Path, kind: str) -> list[tuple[str, str]]:
-    """(name, mesh) of the geometry's reference lines or points."""
+def read_reference(geometry_hdf: Path, kind: str) -> list[tuple[str, str, int]]:
+    """(name, mesh, cell index or -1) of the geometry's reference lines or points."""
     if not geometry_hdf.is_file():
         return []
     with h5py.File(geometry_hdf, "r") as g:
@@ -168,9 +168,12 @@ def read_reference(geometry_hdf: Path, kind: str) -> list[tuple[str, str]]:
         if path not in g:
             return []
         table = g[path][()]
-        mesh_field = next((f for f in ("SA-2D", "SA/2D") if f in table.dtype.names), None)
+        names = table.dtype.names
+        mesh_field = next((f for f in ("SA-2D", "SA/2D") if f in names), None)
         return [
-            (r["Name"].decode().strip(), r[mesh_field].decode().strip() if mesh_field else "") for r in table
+            (r["Name"].decode().strip(), r[mesh_field].decode().strip() if mesh_field else "",
+             int(r["Cell Index"]) if "Cell Index" in names else -1)
+            for r in table
         ]
 
 
@@ -298,13 +301,23 @@ class Run:
         ):
             if items:
                 g = ts.require_group(kind)
-                g.create_dataset("Name", data=np.array([f"{a}|{b}".encode() for a, b in items]))
-                for j, var in enumerate(names):
-                    base = self.depth_shape(len(items), salt=100 + j) * (100.0 if var == "Flow" else 1.0)
-                    data = (hydro[:, None] * base[None, :] * self.peak + (900.0 if var == "Water Surface" else 0.0)).astype("float32")
-                    d = g.create_dataset(var, data=data)
+                g.create_dataset("Name", data=np.array([f"{name}|{mesh}".encode() for name, mesh, _ in items]))
+                for var in names:
+                    columns = [self._reference_series(var, mesh, cell, hydro, k) for k, (_, mesh, cell) in enumerate(items)]
+                    d = g.create_dataset(var, data=np.column_stack(columns).astype("float32"))
                     d.attrs["Units"] = _b(self._unit(var))
         return {"worst": worst}
+
+    def _reference_series(self, var: str, mesh_name: str, cell: int, hydro: np.ndarray, k: int) -> np.ndarray:
+        """A reference line or point follows the water of the mesh cell it lies in."""
+        for salt, mesh in enumerate(self.meshes):
+            if mesh.name == mesh_name:
+                c = min(max(cell, 0), mesh.total_cells - 1)
+                depth = hydro * self.depth_shape(mesh.total_cells, salt)[c] * self.peak
+                if var == "Water Surface":
+                    return mesh.bed[c] + depth
+                return depth * (40.0 + 10 * k if var == "Flow" else 0.5)
+        return hydro * self.peak * (100.0 if var == "Flow" else 1.0)
 
     def _unit(self, var: str) -> str:
         return {"Flow": self.flow_unit, "Velocity": self.velocity_unit}.get(var, self.length_unit)

@@ -140,3 +140,25 @@ def units(dataset: h5py.Dataset, row: int = 0) -> str:
         vu = np.asarray(dataset.attrs["Variable_Unit"])
         return text(vu.reshape(-1, 2)[0, 1]).strip() if vu.size >= 2 else ""
     return ""
+
+
+class LazyDataset:
+    """An HDF dataset that opens its file only while a block is read.
+
+    Unlike an h5py.Dataset it pickles (to Dask workers) and holds no open handle,
+    which on Windows would block replacing the results folder.
+    """
+
+    def __init__(self, path, name: str, shape: tuple[int, ...], dtype):
+        self.path = str(path)
+        self.name = name
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key):
+        with h5py.File(self.path, "r") as f:
+            return f[self.name][key]
+
+    def __repr__(self) -> str:
+        return f"LazyDataset({self.path!r}, {self.name!r}, shape={self.shape}, dtype={self.dtype})"

@@ -1,8 +1,18 @@
-"""Turn a results HDF into an ``xarray.Dataset`` of the numbers engineers look at.
+"""Turn a results HDF into an ``xarray.Dataset`` holding the numbers HEC-RAS wrote.
 
-2D meshes become a ``cell`` dimension over the real cells of all meshes (ghost cells
-left out) and a ``face`` dimension; steady 1D profiles a ``profile × cross_section``
-table. Only what the file holds is included.
+Only what the file holds is included:
+
+- 2D meshes: dimension ``cell`` over the real cells of all meshes (ghost cells left
+  out), coordinates ``mesh`` and ``cell_id`` (numbered from 0 within each mesh, as
+  rashdf does); dimension ``face`` with ``face_mesh`` and ``face_id`` (xarray allows one
+  coordinate called ``mesh``); maxima, minima and their times; time series
+  ``water_surface(time, cell)`` and ``face_velocity(time, face)`` as lazy dask arrays
+  over the HDF chunks.
+- 1D cross sections: dimension ``cross_section`` with ``river``, ``reach``, ``station``;
+  ``xs_water_surface``, ``xs_flow``, ``xs_energy_grade`` over ``profile`` (steady) or
+  ``time`` (unsteady).
+- Reference lines and points: dimensions ``refline`` / ``refpoint`` indexed by name,
+  with ``refline_mesh`` / ``refpoint_mesh``.
 """
 
 from __future__ import annotations
@@ -10,106 +20,207 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import dask.array as da
 import h5py
 import numpy as np
 import xarray as xr
 
 from . import hdf
 
+TS = f"{hdf.BASE}/Unsteady Time Series"
+SUMMARY = f"{hdf.BASE}/Summary Output"
+
+# Time series too big to copy into summary.nc: they stay in the results HDF, read lazily.
+MESH_SERIES = ("water_surface", "face_velocity")
+
 
 def _times(start: datetime | None, days: np.ndarray) -> np.ndarray:
-    """Day offsets after ``Simulation Start Time`` as datetime64, to the millisecond."""
+    """Day offsets after ``Simulation Start Time`` as datetime64, rounded to 0.1 s as rashdf does."""
     if start is None:
         return days.astype("float64")
-    ms = np.round(days.astype("float64") * 86400000.0).astype("int64")
-    return np.datetime64(start, "ms") + ms.astype("timedelta64[ms]")
+    tenths = np.round(days.astype("float64") * 864000.0).astype("int64")
+    return np.datetime64(start, "ms") + (tenths * 100).astype("timedelta64[ms]")
 
 
-def _mesh_summary(f: h5py.File, start) -> dict[str, xr.DataArray | tuple]:
-    out: dict = {}
-    cells: dict[str, list] = {"mesh": [], "cell_id": []}
-    faces: dict[str, list] = {"mesh": [], "face_id": []}
-    cell_vars: dict[str, list] = {}
-    face_vars: dict[str, list] = {}
-    cell_units: dict[str, str] = {}
-    face_units: dict[str, str] = {}
-    meshes = hdf.meshes(f)
-    for name, count in meshes:
-        group = f.get(f"{hdf.BASE}/Summary Output/2D Flow Areas/{name}")
-        if group is None:
-            continue
-        cells["mesh"].append(np.full(count, name, dtype=object))
-        cells["cell_id"].append(np.arange(count))
+def _lazy(path: Path, d: h5py.Dataset, columns: int | None = None) -> da.Array:
+    """A dask array over an HDF dataset, in blocks of whole HDF chunks (~32 MB)."""
+    source = hdf.LazyDataset(path, d.name, d.shape, d.dtype)
+    hchunks = d.chunks or d.shape
+    target = 32 * 2**20 // max(1, d.dtype.itemsize)
+    per_block = max(1, target // max(1, int(np.prod(hchunks))))
+    rows = min(d.shape[0], hchunks[0] * per_block) if d.ndim else ()
+    chunks = (rows,) + tuple(hchunks[1:]) if d.ndim > 1 else (rows,)
+    arr = da.from_array(source, chunks=chunks, name=f"hecras-{path.name}-{d.name}-{path.stat().st_mtime_ns}",
+                        asarray=True, fancy=False)
+    return arr if columns is None else arr[:, :columns]
+
+
+def _time_coordinate(f: h5py.File, start: datetime | None) -> np.ndarray | None:
+    g = f.get(TS)
+    if g is None:
+        return None
+    for name in ("Time Date Stamp (ms)", "Time Date Stamp"):
+        if name in g:
+            stamps = [hdf.parse_stamp_ms(hdf.text(s)) for s in g[name][()]]
+            if all(s is not None for s in stamps):
+                return np.array(stamps, dtype="datetime64[ms]")
+    if "Time" in g:
+        return _times(start, g["Time"][()])
+    return None
+
+
+def _mesh_variables(f: h5py.File, path: Path, start, time_series: bool, time) -> dict[str, xr.DataArray]:
+    cells: dict[str, list] = {}
+    faces: dict[str, list] = {}
+    units: dict[str, str] = {}
+    cell_coords: dict[str, list] = {"mesh": [], "cell_id": []}
+    face_coords: dict[str, list] = {"face_mesh": [], "face_id": []}
+    for name, count in hdf.meshes(f):
+        summary = f.get(f"{SUMMARY}/2D Flow Areas/{name}")
+        series = f.get(f"{TS}/2D Flow Areas/{name}")
         n_faces = None
-        for source, var, target, target_units in (
-            ("Maximum Water Surface", "max_water_surface", cell_vars, cell_units),
-            ("Minimum Water Surface", "min_water_surface", cell_vars, cell_units),
-            ("Maximum Face Velocity", "max_face_velocity", face_vars, face_units),
-            ("Minimum Face Velocity", "min_face_velocity", face_vars, face_units),
+        n_cells = None
+        for group, source, var, is_cell, lazy in (
+            (summary, "Maximum Water Surface", "max_water_surface", True, False),
+            (summary, "Minimum Water Surface", "min_water_surface", True, False),
+            (summary, "Maximum Face Velocity", "max_face_velocity", False, False),
+            (summary, "Minimum Face Velocity", "min_face_velocity", False, False),
+            (series, "Water Surface", "water_surface", True, True),
+            (series, "Face Velocity", "face_velocity", False, True),
         ):
-            d = group.get(source)
-            if d is None:
+            if group is None or source not in group or (lazy and (not time_series or time is None)):
                 continue
-            if target is cell_vars:
-                values = d[:, :count]  # ghost cells beyond Cell Count left out
+            d = group[source]
+            target = cells if is_cell else faces
+            width = count if is_cell else d.shape[-1]
+            if is_cell:
+                n_cells = count
             else:
-                values = d[()]
-                n_faces = values.shape[1]
-            target.setdefault(var, []).append(values[0])
-            target.setdefault(var + "_time", []).append(_times(start, values[1]))
-            target_units[var] = hdf.units(d, 0)
+                n_faces = d.shape[-1]
+            if lazy:
+                target.setdefault(var, []).append(_lazy(path, d, width))
+            else:
+                values = d[:, :width]  # rows: value, time in days; ghost cells left out
+                target.setdefault(var, []).append(values[0])
+                target.setdefault(var + "_time", []).append(_times(start, values[1]))
+            units[var] = hdf.units(d, 0)
+        if n_cells is not None:
+            cell_coords["mesh"].append(np.full(n_cells, name, dtype=object))
+            cell_coords["cell_id"].append(np.arange(n_cells))
         if n_faces is not None:
-            faces["mesh"].append(np.full(n_faces, name, dtype=object))
-            faces["face_id"].append(np.arange(n_faces))
-    if cell_vars:
-        coords = {"mesh": ("cell", np.concatenate(cells["mesh"]).astype(str)),
-                  "cell_id": ("cell", np.concatenate(cells["cell_id"]))}
-        for var, parts in cell_vars.items():
-            out[var] = xr.DataArray(np.concatenate(parts), dims="cell", coords=coords,
-                                    attrs={"units": cell_units.get(var, "")} if not var.endswith("_time") else {})
-    if face_vars:
-        # xarray allows one "mesh" coordinate; on the face dimension it is "face_mesh".
-        coords = {"face_mesh": ("face", np.concatenate(faces["mesh"]).astype(str)),
-                  "face_id": ("face", np.concatenate(faces["face_id"]))}
-        for var, parts in face_vars.items():
-            out[var] = xr.DataArray(np.concatenate(parts), dims="face", coords=coords,
-                                    attrs={"units": face_units.get(var, "")} if not var.endswith("_time") else {})
+            face_coords["face_mesh"].append(np.full(n_faces, name, dtype=object))
+            face_coords["face_id"].append(np.arange(n_faces))
+
+    out: dict[str, xr.DataArray] = {}
+    for values, coords, dim in ((cells, cell_coords, "cell"), (faces, face_coords, "face")):
+        if not values:
+            continue
+        c = {k: (dim, np.concatenate(v).astype(str) if "mesh" in k else np.concatenate(v)) for k, v in coords.items()}
+        for var, parts in values.items():
+            if var in MESH_SERIES:
+                data = da.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+                out[var] = xr.DataArray(data, dims=("time", dim), coords={**c, "time": time},
+                                        attrs={"units": units[var]})
+            else:
+                attrs = {} if var.endswith("_time") else {"units": units.get(var, "")}
+                out[var] = xr.DataArray(np.concatenate(parts), dims=dim, coords=c, attrs=attrs)
     return out
 
 
-def _steady_summary(f: h5py.File) -> dict[str, xr.DataArray]:
+def _cross_section_coords(f: h5py.File, paths: tuple[str, ...], n: int) -> dict | None:
+    for p in paths:
+        d = f.get(p)
+        if d is None or d.dtype.names is None or len(d) != n:
+            continue
+        table = d[()]
+        station = "Station" if "Station" in table.dtype.names else "RS" if "RS" in table.dtype.names else None
+        if station is None or "River" not in table.dtype.names:
+            continue
+        return {
+            "river": ("cross_section", [hdf.text(v).strip() for v in table["River"]]),
+            "reach": ("cross_section", [hdf.text(v).strip() for v in table["Reach"]]),
+            "station": ("cross_section", [hdf.text(v).strip() for v in table[station]]),
+        }
+    return None
+
+
+_XS_VARS = (("Water Surface", "xs_water_surface"), ("Flow", "xs_flow"), ("Energy Grade", "xs_energy_grade"))
+
+
+def _steady_variables(f: h5py.File) -> dict[str, xr.DataArray]:
     group = f.get(f"{hdf.STEADY_PROFILES}/Cross Sections")
     names = f.get(f"{hdf.STEADY_PROFILES}/Profile Names")
-    table = f.get("Results/Steady/Output/Geometry Info/Cross Section Attributes")
-    if group is None or names is None or table is None:
+    if group is None or names is None:
         return {}
-    xs = table[()]
-    coords = {
-        "profile": [hdf.text(n).strip() for n in names[()]],
-        "river": ("cross_section", [hdf.text(v).strip() for v in xs["River"]]),
-        "reach": ("cross_section", [hdf.text(v).strip() for v in xs["Reach"]]),
-        "station": ("cross_section", [hdf.text(v).strip() for v in xs["Station"]]),
-    }
     out = {}
-    for source, var in (("Water Surface", "xs_water_surface"), ("Flow", "xs_flow"), ("Energy Grade", "xs_energy_grade")):
+    for source, var in _XS_VARS:
         d = group.get(source)
-        if d is not None:
-            out[var] = xr.DataArray(d[()], dims=("profile", "cross_section"), coords=coords,
+        if d is None:
+            continue
+        coords = _cross_section_coords(f, ("Results/Steady/Output/Geometry Info/Cross Section Attributes",
+                                           "Geometry/Cross Sections/Attributes"), d.shape[1]) or {}
+        coords["profile"] = [hdf.text(n).strip() for n in names[()]]
+        out[var] = xr.DataArray(d[()], dims=("profile", "cross_section"), coords=coords,
+                                attrs={"units": hdf.units(d)})
+    return out
+
+
+def _unsteady_series(f: h5py.File, path: Path, time) -> dict[str, xr.DataArray]:
+    out: dict[str, xr.DataArray] = {}
+    if time is None:
+        return out
+    xs = f.get(f"{TS}/Cross Sections")
+    if xs is not None:
+        for source, var in _XS_VARS:
+            d = xs.get(source)
+            if d is None or d.ndim != 2:
+                continue
+            coords = _cross_section_coords(f, (
+                "Results/Unsteady/Output/Geometry Info/Cross Section Attributes",
+                f"{TS}/Cross Sections/Cross Section Attributes",
+                "Geometry/Cross Sections/Attributes"), d.shape[1]) or {}
+            out[var] = xr.DataArray(_lazy(path, d), dims=("time", "cross_section"),
+                                    coords={**coords, "time": time}, attrs={"units": hdf.units(d)})
+    for group_name, dim, variables in (
+        ("Reference Lines", "refline", (("Flow", "refline_flow"), ("Water Surface", "refline_water_surface"))),
+        ("Reference Points", "refpoint", (("Velocity", "refpoint_velocity"), ("Water Surface", "refpoint_water_surface"))),
+    ):
+        g = f.get(f"{TS}/{group_name}")
+        if g is None or "Name" not in g:
+            continue
+        labels = [hdf.text(n).strip() for n in g["Name"][()]]
+        names = [s.split("|", 1)[0].strip() for s in labels]
+        meshes = [s.split("|", 1)[1].strip() if "|" in s else "" for s in labels]
+        for source, var in variables:
+            d = g.get(source)
+            if d is None:
+                continue
+            out[var] = xr.DataArray(d[()], dims=("time", dim),
+                                    coords={dim: names, f"{dim}_mesh": (dim, meshes), "time": time},
                                     attrs={"units": hdf.units(d)})
     return out
 
 
-def summarise(hdf_path: str | Path) -> xr.Dataset:
-    """The summary of one plan's results file as an ``xarray.Dataset``."""
-    path = Path(hdf_path)
+def summarise(hdf_path: str | Path, *, time_series: bool = True) -> xr.Dataset:
+    """The numbers of one plan's results file as an ``xarray.Dataset``.
+
+    Big 2D time series are lazy dask arrays read chunk by chunk from the HDF; pass
+    ``time_series=False`` for maxima, minima and 1D results only.
+    """
+    path = Path(hdf_path).resolve()
     with h5py.File(path, "r") as f:
         info = hdf.plan_information(f)
         start, end = hdf.simulation_window(f)
         messages = hdf.compute_messages(f)
-        variables = {**_mesh_summary(f, start), **_steady_summary(f)}
+        time = _time_coordinate(f, start)
+        variables = {
+            **_mesh_variables(f, path, start, time_series, time),
+            **_steady_variables(f),
+            **(_unsteady_series(f, path, time) if time_series else {}),
+        }
         plan_file = info.get("Plan Filename", "")
         attrs = {
-            "plan_id": plan_file.rsplit(".", 1)[-1] if "." in plan_file else "",
+            "plan_id": plan_file.rsplit(".", 1)[-1].lower() if "." in plan_file else "",
             "plan_name": info.get("Plan Name", "") or info.get("Plan Title", ""),
             "plan_file": plan_file,
             "geometry_file": info.get("Geometry Filename", ""),
@@ -118,18 +229,21 @@ def summarise(hdf_path: str | Path) -> xr.Dataset:
             "units_system": hdf.text(f.attrs.get("Units System", b"")).strip(),
             "simulation_start": start.isoformat() if start else "",
             "simulation_end": end.isoformat() if end else "",
-            "source_file": path.name,
+            "source_file": str(path),
         }
         seconds = hdf.run_seconds(f, messages)
         volume = hdf.volume_error_percent(f, messages)
-        if seconds is not None:
-            attrs["run_seconds"] = seconds
-        if volume is not None:
-            attrs["volume_error_percent"] = volume
+    if seconds is not None:
+        attrs["run_seconds"] = seconds
+    if volume is not None:
+        attrs["volume_error_percent"] = volume
     return xr.Dataset(variables, attrs=attrs)
 
 
 def write_summary(ds: xr.Dataset, path: Path) -> Path:
-    """Write ``ds`` as netCDF (through h5netcdf, so no netCDF C library is needed)."""
-    ds.to_netcdf(path, engine="h5netcdf")
+    """Write ``ds`` as netCDF without the big 2D time series (they stay in the HDF).
+
+    Written through h5netcdf, so no netCDF C library is needed.
+    """
+    ds.drop_vars([v for v in MESH_SERIES if v in ds]).to_netcdf(path, engine="h5netcdf")
     return path
