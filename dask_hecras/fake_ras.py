@@ -209,8 +209,9 @@ class Run:
         self.meshes = [big_mesh(behaviour.cells)] if behaviour.cells else read_meshes(geometry_hdf)
         geometry_text = self.plan.geometry_file.read_text(encoding="cp1252", errors="replace")
         self.cross_sections = read_cross_sections(geometry_text)
-        self.reflines = read_reference(geometry_hdf, "Reference Lines")
-        self.refpoints = read_reference(geometry_hdf, "Reference Points")
+        big = bool(behaviour.cells)  # the geometry's reference lines lie in meshes the big one replaces
+        self.reflines = [] if big else read_reference(geometry_hdf, "Reference Lines")
+        self.refpoints = [] if big else read_reference(geometry_hdf, "Reference Points")
         self.flow_text = self.plan.flow_file.read_text(encoding="cp1252", errors="replace")
         seed = zlib.crc32(f"{self.name}|{self.plan.id}|{self.plan.title}|{self.plan.flow}".encode())
         self.rng = np.random.default_rng(seed)

@@ -43,10 +43,10 @@ def _times(start: datetime | None, days: np.ndarray) -> np.ndarray:
 
 
 def _lazy(path: Path, d: h5py.Dataset, columns: int | None = None) -> da.Array:
-    """A dask array over an HDF dataset, in blocks of whole HDF chunks (~32 MB)."""
+    """A dask array over an HDF dataset, in blocks of whole HDF chunks (~16 MB)."""
     source = hdf.LazyDataset(path, d.name, d.shape, d.dtype)
     hchunks = d.chunks or d.shape
-    target = 32 * 2**20 // max(1, d.dtype.itemsize)
+    target = 16 * 2**20 // max(1, d.dtype.itemsize)
     per_block = max(1, target // max(1, int(np.prod(hchunks))))
     rows = min(d.shape[0], hchunks[0] * per_block) if d.ndim else ()
     chunks = (rows,) + tuple(hchunks[1:]) if d.ndim > 1 else (rows,)
@@ -69,7 +69,7 @@ def _time_coordinate(f: h5py.File, start: datetime | None) -> np.ndarray | None:
     return None
 
 
-def _mesh_variables(f: h5py.File, path: Path, start, time_series: bool, time) -> dict[str, xr.DataArray]:
+def _mesh_variables(f: h5py.File, path: Path, start, time_series: bool, time) -> tuple[dict, dict]:
     cells: dict[str, list] = {}
     faces: dict[str, list] = {}
     units: dict[str, str] = {}
@@ -105,26 +105,31 @@ def _mesh_variables(f: h5py.File, path: Path, start, time_series: bool, time) ->
                 target.setdefault(var + "_time", []).append(_times(start, values[1]))
             units[var] = hdf.units(d, 0)
         if n_cells is not None:
-            cell_coords["mesh"].append(np.full(n_cells, name, dtype=object))
+            cell_coords["mesh"].append(np.full(n_cells, name, dtype=object))  # one shared str, 8 bytes a cell
             cell_coords["cell_id"].append(np.arange(n_cells))
         if n_faces is not None:
             face_coords["face_mesh"].append(np.full(n_faces, name, dtype=object))
             face_coords["face_id"].append(np.arange(n_faces))
 
-    out: dict[str, xr.DataArray] = {}
-    for values, coords, dim in ((cells, cell_coords, "cell"), (faces, face_coords, "face")):
+    # Variables as (dims, data, attrs) with the coordinates given once: per-variable
+    # DataArrays would copy the (large) coordinate arrays for every variable.
+    out: dict[str, tuple] = {}
+    coords: dict[str, tuple] = {}
+    for values, names, dim in ((cells, cell_coords, "cell"), (faces, face_coords, "face")):
         if not values:
             continue
-        c = {k: (dim, np.concatenate(v).astype(str) if "mesh" in k else np.concatenate(v)) for k, v in coords.items()}
+        for k, v in names.items():
+            coords[k] = (dim, np.concatenate(v))
         for var, parts in values.items():
             if var in MESH_SERIES:
                 data = da.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-                out[var] = xr.DataArray(data, dims=("time", dim), coords={**c, "time": time},
-                                        attrs={"units": units[var]})
+                out[var] = (("time", dim), data, {"units": units[var]})
             else:
                 attrs = {} if var.endswith("_time") else {"units": units.get(var, "")}
-                out[var] = xr.DataArray(np.concatenate(parts), dims=dim, coords=c, attrs=attrs)
-    return out
+                out[var] = (dim, np.concatenate(parts), attrs)
+    if any(v in out for v in MESH_SERIES):
+        coords["time"] = time
+    return out, coords
 
 
 def _cross_section_coords(f: h5py.File, paths: tuple[str, ...], n: int) -> dict | None:
@@ -213,8 +218,9 @@ def summarise(hdf_path: str | Path, *, time_series: bool = True) -> xr.Dataset:
         start, end = hdf.simulation_window(f)
         messages = hdf.compute_messages(f)
         time = _time_coordinate(f, start)
+        mesh_vars, coords = _mesh_variables(f, path, start, time_series, time)
         variables = {
-            **_mesh_variables(f, path, start, time_series, time),
+            **mesh_vars,
             **_steady_variables(f),
             **(_unsteady_series(f, path, time) if time_series else {}),
         }
@@ -237,7 +243,7 @@ def summarise(hdf_path: str | Path, *, time_series: bool = True) -> xr.Dataset:
         attrs["run_seconds"] = seconds
     if volume is not None:
         attrs["volume_error_percent"] = volume
-    return xr.Dataset(variables, attrs=attrs)
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
 def write_summary(ds: xr.Dataset, path: Path) -> Path:
