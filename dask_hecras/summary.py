@@ -42,11 +42,18 @@ def _times(start: datetime | None, days: np.ndarray) -> np.ndarray:
     return np.datetime64(start, "ms") + (tenths * 100).astype("timedelta64[ms]")
 
 
+def _names(name: str, n: int) -> np.ndarray:
+    """``n`` references to one str: 8 bytes a cell (np.full would make a str per cell)."""
+    out = np.empty(n, dtype=object)
+    out.fill(name)
+    return out
+
+
 def _lazy(path: Path, d: h5py.Dataset, columns: int | None = None) -> da.Array:
-    """A dask array over an HDF dataset, in blocks of whole HDF chunks (~16 MB)."""
+    """A dask array over an HDF dataset, in blocks of whole HDF chunks (~8 MB)."""
     source = hdf.LazyDataset(path, d.name, d.shape, d.dtype)
     hchunks = d.chunks or d.shape
-    target = 16 * 2**20 // max(1, d.dtype.itemsize)
+    target = 8 * 2**20 // max(1, d.dtype.itemsize)
     per_block = max(1, target // max(1, int(np.prod(hchunks))))
     rows = min(d.shape[0], hchunks[0] * per_block) if d.ndim else ()
     chunks = (rows,) + tuple(hchunks[1:]) if d.ndim > 1 else (rows,)
@@ -105,10 +112,10 @@ def _mesh_variables(f: h5py.File, path: Path, start, time_series: bool, time) ->
                 target.setdefault(var + "_time", []).append(_times(start, values[1]))
             units[var] = hdf.units(d, 0)
         if n_cells is not None:
-            cell_coords["mesh"].append(np.full(n_cells, name, dtype=object))  # one shared str, 8 bytes a cell
+            cell_coords["mesh"].append(_names(name, n_cells))
             cell_coords["cell_id"].append(np.arange(n_cells))
         if n_faces is not None:
-            face_coords["face_mesh"].append(np.full(n_faces, name, dtype=object))
+            face_coords["face_mesh"].append(_names(name, n_faces))
             face_coords["face_id"].append(np.arange(n_faces))
 
     # Variables as (dims, data, attrs) with the coordinates given once: per-variable
