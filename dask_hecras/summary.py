@@ -50,10 +50,10 @@ def _names(name: str, n: int) -> np.ndarray:
 
 
 def _lazy(path: Path, d: h5py.Dataset, columns: int | None = None) -> da.Array:
-    """A dask array over an HDF dataset, in blocks of whole HDF chunks (~8 MB)."""
+    """A dask array over an HDF dataset, in blocks of whole HDF chunks (~16 MB)."""
     source = hdf.LazyDataset(path, d.name, d.shape, d.dtype)
     hchunks = d.chunks or d.shape
-    target = 8 * 2**20 // max(1, d.dtype.itemsize)
+    target = 16 * 2**20 // max(1, d.dtype.itemsize)
     per_block = max(1, target // max(1, int(np.prod(hchunks))))
     rows = min(d.shape[0], hchunks[0] * per_block) if d.ndim else ()
     chunks = (rows,) + tuple(hchunks[1:]) if d.ndim > 1 else (rows,)
