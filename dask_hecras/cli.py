@@ -36,7 +36,7 @@ def run_plans(prj: Path, plan_ids: list[str] | None, engine: str, results: Path,
     results_list = []
     for i, plan in enumerate(plans, 1):
         print(f"[{i}/{len(plans)}] {plan.id} {plan.title} ...", end=" ", flush=True)
-        r = run_plan(plan, engine=engine, results_dir=results, timeout=timeout, scratch=scratch)
+        r = run_plan(plan, engine=engine, results_dir=results, timeout=timeout, scratch=scratch, raise_retryable=False)
         seconds = f"{r.run_seconds:.1f} s" if r.run_seconds is not None else "-"
         print(f"{r.status} ({seconds})", flush=True)
         results_list.append(r)

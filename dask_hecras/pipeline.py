@@ -1,67 +1,44 @@
-"""One plan end to end: stage → run → validate → summarise → copy back.
+"""One plan end to end: stage → run → validate → summarise, results copied back.
 
-``run_plan`` is a plain function of small picklable values, so it runs the same
-in a loop, in ``client.map`` and inside the per-plan task graphs of the Dask layer.
+Each stage is a plain function of small picklable values. ``run_plan`` calls them
+in order (in a loop, or as one ``client.map`` task); the Dask layer runs them as a
+graph of four tasks per plan. A failure that another attempt may fix raises
+:class:`RetryableFailure`, so Dask's ``retries=`` re-runs it; a failure that running
+again cannot fix (an unstable model, bad input) returns a failed :class:`PlanResult`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
 import uuid
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from . import config
+from . import config, records
 from .engines import EngineNotFound, EngineRun, get_engine
 from .project import Plan, ProjectError
+from .records import FAILED, SUCCEEDED, PlanResult
 from .staging import StagedPlan, remove, stage
 from .summary import summarise, write_summary
 from .validation import Validation, validate
 
-SUCCEEDED, FAILED = "succeeded", "failed"
 
+class RetryableFailure(RuntimeError):
+    """An attempt failed in a way another attempt may fix (cut short, lost machine, full disk).
 
-@dataclass
-class PlanResult:
-    """The outcome of one attempt at one plan. Small and picklable."""
+    Raised so that Dask's ``retries=`` runs the task again; ``.result`` is the failed
+    attempt's :class:`PlanResult`, with every attempt so far in ``.result.attempts``.
+    """
 
-    plan_id: str
-    project: str
-    status: str  # "succeeded" or "failed"
-    reason: str
-    title: str = ""
-    engine: str = ""
-    hdf: Path | None = None  # the results HDF in the results folder
-    summary: Path | None = None  # summary.nc beside it
-    folder: Path | None = None  # results_dir/<project>/<plan>
-    log: Path | None = None  # the engine's stdout and stderr
-    exit_code: int | None = None
-    run_seconds: float | None = None  # wall time of the engine process
-    validation: str = ""  # validate()'s status: succeeded, failed, incomplete, corrupt, missing
-    retryable: bool = False  # running again may help (cut short, not judged a failure)
-    host: str = field(default_factory=socket.gethostname)
-    attempt: int = 1
-    scratch: Path | None = None  # run folder kept after a failure, for inspection
-    started: str = ""
-    finished: str = ""
+    def __init__(self, result: PlanResult):
+        self.result = result
+        super().__init__(f"{result.project} {result.plan_id} attempt {result.attempt}: {result.reason}")
 
-    @property
-    def ok(self) -> bool:
-        return self.status == SUCCEEDED
-
-    def to_json(self) -> dict:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "PlanResult":
-        paths = {"hdf", "summary", "folder", "log", "scratch"}
-        known = cls.__dataclass_fields__
-        return cls(**{k: (Path(v) if k in paths and v else v) for k, v in data.items() if k in known})
+    def __reduce__(self):
+        return (type(self), (self.result,))
 
 
 def _now() -> str:
@@ -73,6 +50,116 @@ def results_root(results_dir: str | os.PathLike | None) -> Path:
     return Path(os.path.abspath(root))
 
 
+def _where() -> tuple[str, str]:
+    """This machine, and the Dask worker when running inside one."""
+    host = socket.gethostname()
+    try:
+        from distributed import get_worker
+
+        w = get_worker()
+        return host, str(w.name) if w.name is not None else w.address
+    except (ImportError, ValueError):
+        return host, ""
+
+
+def _new_result(plan: Plan, engine: str, batch: str, root: Path) -> PlanResult:
+    host, worker = _where()
+    attempt = len(records.attempts(root, plan.project_name, plan.id, batch)) + 1
+    return PlanResult(plan.id, plan.project_name, FAILED, "", title=plan.title, engine=engine, host=host,
+                      worker=worker, batch=batch, attempt=attempt, started=_now())
+
+
+def stage_step(plan: Plan, *, scratch: str | os.PathLike | None = None, results_dir=None, engine: str = "fake",
+               batch: str = "") -> StagedPlan | PlanResult:
+    """Stage the plan's inputs on this machine; bad input gives a failed result, not an error."""
+    root = results_root(results_dir)
+    try:
+        return stage(plan, scratch)
+    except ProjectError as e:
+        return _settle(_finish(_new_result(plan, engine, batch, root), reason=str(e)), root, raise_retryable=False)
+    except OSError as e:  # disk full, share unreachable: another attempt may do better
+        result = _finish(_new_result(plan, engine, batch, root),
+                         reason=f"staging failed on {socket.gethostname()}: {e}", retryable=True)
+        return _settle(result, root, raise_retryable=True)
+
+
+def run_step(
+    plan: Plan,
+    staged: StagedPlan | PlanResult | None,
+    *,
+    engine: str = "fake",
+    scratch: str | os.PathLike | None = None,
+    results_dir: str | os.PathLike | None = None,
+    timeout: float | str | None = None,
+    batch: str = "",
+    cancel: Callable[[], bool] | None = None,
+    raise_retryable: bool = True,
+) -> PlanResult:
+    """Run the engine on a staged plan, judge the run, copy its results back.
+
+    If the staged files are not on this machine (Dask placed the run elsewhere),
+    the plan is staged again here and the result says so.
+    """
+    if isinstance(staged, PlanResult):
+        return staged  # staging already ended it (bad input)
+    engine_ = get_engine(engine)
+    root = results_root(results_dir)
+    timeout_s = config.timeout_seconds(timeout if timeout is not None else config.get("timeout"))
+    result = _new_result(plan, engine_.name, batch, root)
+    if staged is None or staged.host != result.host or not staged.prj.is_file():
+        again = stage_step(plan, scratch=scratch, results_dir=results_dir, engine=engine_.name, batch=batch)
+        if isinstance(again, PlanResult):
+            return again
+        staged, result.restaged = again, staged is not None
+
+    log = staged.run_dir / f"{plan.project_name}.{plan.id}.engine.log"
+    try:
+        run = engine_.run(plan, staged.prj, staged.plan_file, log=log, timeout=timeout_s, cancel=cancel)
+    except EngineNotFound as e:
+        result.scratch = staged.run_dir
+        return _settle(_finish(result, reason=str(e), retryable=True), root, raise_retryable)
+    result.exit_code = run.exit_code
+    result.run_seconds = run.seconds
+    v = validate(staged.results_hdf, plan=plan)
+    result.validation = v.status
+    status, reason, retryable = _judge(run, v, timeout_s)
+    if status != SUCCEEDED and config.get("keep-failed-scratch", True):
+        result.scratch = staged.run_dir
+    _finish(result, status=status, reason=reason, retryable=retryable)
+    _land(result, staged, log, root)
+    if result.scratch is None:
+        remove(staged.run_dir)
+    return _settle(result, root, raise_retryable)
+
+
+def validate_step(result: PlanResult, plan: Plan) -> PlanResult:
+    """Validate the copy in the results folder: what the engineer will open."""
+    if result.ok and result.hdf is not None:
+        v = validate(result.hdf, plan=plan)
+        if not v.ok:
+            result.status, result.retryable = FAILED, True
+            result.reason = f"The copy in the results folder does not validate: {v.reason}"
+        result.validation = v.status
+    return result
+
+
+def summarise_step(result: PlanResult, results_dir: str | os.PathLike | None = None) -> PlanResult:
+    """Write ``summary.nc`` beside the results, then ``result.json``, the completion mark."""
+    if result.ok and result.hdf is not None and result.folder is not None:
+        tmp = result.folder / f".summary.nc.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            write_summary(summarise(result.hdf), tmp)
+            os.replace(tmp, result.folder / "summary.nc")
+            result.summary = result.folder / "summary.nc"
+        except Exception as e:  # the run itself succeeded: keep its results, say what is missing
+            tmp.unlink(missing_ok=True)
+            result.reason += f" No summary could be built from the results: {e}."
+    if result.folder is not None:
+        result.attempts = records.attempts(results_root(results_dir), result.project, result.plan_id, result.batch)
+        records.write_json(result.folder / "result.json", result.to_json())
+    return result
+
+
 def run_plan(
     plan: Plan,
     *,
@@ -80,49 +167,36 @@ def run_plan(
     scratch: str | os.PathLike | None = None,
     results_dir: str | os.PathLike | None = None,
     timeout: float | str | None = None,
-    attempt: int = 1,
+    batch: str = "",
     cancel: Callable[[], bool] | None = None,
+    raise_retryable: bool = True,
 ) -> PlanResult:
     """Run one plan and land its results in ``results_dir/<project>/<plan id>/``.
 
-    Never writes into the source project. Returns a :class:`PlanResult` whose
-    status and reason come from :func:`~dask_hecras.validate`.
+    Never writes into the source project. Status and reason come from
+    :func:`~dask_hecras.validate`. A failure another attempt may fix raises
+    :class:`RetryableFailure` (so ``client.map(run_plan, ..., retries=2)`` retries
+    it) unless ``raise_retryable=False``, which returns it as a failed result.
     """
-    engine_ = get_engine(engine)
-    timeout_s = config.timeout_seconds(timeout if timeout is not None else config.get("timeout"))
-    result = PlanResult(plan.id, plan.project_name, FAILED, "", title=plan.title, engine=engine_.name,
-                        attempt=attempt, started=_now())
-    try:
-        staged = stage(plan, scratch)
-    except ProjectError as e:
-        return _finish(result, reason=str(e))
-    except OSError as e:  # disk full, share unreachable: another attempt may do better
-        return _finish(result, reason=f"staging failed on {result.host}: {e}", retryable=True)
+    staged = stage_step(plan, scratch=scratch, results_dir=results_dir, engine=engine, batch=batch)
+    result = run_step(plan, staged, engine=engine, scratch=scratch, results_dir=results_dir, timeout=timeout,
+                      batch=batch, cancel=cancel, raise_retryable=raise_retryable)
+    return summarise_step(validate_step(result, plan), results_dir)
 
-    log = staged.run_dir / f"{plan.project_name}.{plan.id}.engine.log"
-    try:
-        run = engine_.run(plan, staged.prj, staged.plan_file, log=log, timeout=timeout_s, cancel=cancel)
-    except EngineNotFound as e:
-        result.scratch = staged.run_dir
-        return _finish(result, reason=str(e), retryable=True)
-    result.exit_code = run.exit_code
-    result.run_seconds = run.seconds
 
-    v = validate(staged.results_hdf, plan=plan)
-    result.validation = v.status
-    status, reason, retryable = _judge(run, v, timeout_s)
-    summary_file = None
-    if status == SUCCEEDED:
-        try:
-            summary_file = write_summary(summarise(staged.results_hdf), staged.run_dir / "summary.nc")
-        except Exception as e:  # the run itself succeeded: keep its results, say what is missing
-            reason += f" No summary could be built from the results: {e}."
-    if status != SUCCEEDED and config.get("keep-failed-scratch", True):
-        result.scratch = staged.run_dir
-    _finish(result, status=status, reason=reason, retryable=retryable)
-    _land(result, staged, log, summary_file, results_root(results_dir))
-    if result.scratch is None:
-        remove(staged.run_dir)
+def _settle(result: PlanResult, root: Path, raise_retryable: bool) -> PlanResult:
+    """Record the attempt; a failed one is written down at once, as it may be the last."""
+    if not result.finished:
+        result.finished = _now()
+    records.record_attempt(root, result)
+    result.attempts = records.attempts(root, result.project, result.plan_id, result.batch)
+    if not result.ok:
+        if result.folder is None:
+            result.folder = _landing_folder(root, result)
+            result.folder.mkdir(parents=True, exist_ok=True)
+        records.write_json(result.folder / "result.json", result.to_json())
+        if result.retryable and raise_retryable:
+            raise RetryableFailure(result)
     return result
 
 
@@ -147,20 +221,20 @@ def _finish(result: PlanResult, *, status: str = FAILED, reason: str, retryable:
     return result
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def _holds_success(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "result.json").read_text()).get("status") == SUCCEEDED
-    except (OSError, ValueError):
-        return False
+    data = records.read_json(folder / "result.json")
+    return bool(data) and data.get("status") == SUCCEEDED
 
 
-def _land(result: PlanResult, staged: StagedPlan, log: Path, summary_file: Path | None, root: Path) -> None:
+def _landing_folder(root: Path, result: PlanResult) -> Path:
+    """``<project>/<plan>``, or ``<plan>.failed`` for a failure beside an earlier success."""
+    final = records.plan_folder(root, result.project, result.plan_id)
+    if not result.ok and _holds_success(final):
+        final = final.with_name(f"{result.plan_id}.failed")
+    return final
+
+
+def _land(result: PlanResult, staged: StagedPlan, log: Path, root: Path) -> None:
     """Copy results into a temporary folder beside their place, then rename it into place.
 
     A reader never sees half a result, and a failed attempt never replaces an
@@ -169,13 +243,11 @@ def _land(result: PlanResult, staged: StagedPlan, log: Path, summary_file: Path 
     plan = staged.plan
     project_dir = root / plan.project_name
     project_dir.mkdir(parents=True, exist_ok=True)
-    final = project_dir / plan.id
-    if not result.ok and _holds_success(final):
-        final = project_dir / f"{plan.id}.failed"
+    final = _landing_folder(root, result)
     incoming = project_dir / f".{plan.id}.incoming-{uuid.uuid4().hex[:8]}"
     incoming.mkdir()
     try:
-        _fill(result, staged, log, summary_file, incoming, final)
+        _fill(result, staged, log, incoming, final)
     except BaseException:
         shutil.rmtree(incoming, ignore_errors=True)  # nothing half-copied stays behind
         raise
@@ -188,8 +260,7 @@ def _land(result: PlanResult, staged: StagedPlan, log: Path, summary_file: Path 
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _fill(result: PlanResult, staged: StagedPlan, log: Path, summary_file: Path | None,
-          incoming: Path, final: Path) -> None:
+def _fill(result: PlanResult, staged: StagedPlan, log: Path, incoming: Path, final: Path) -> None:
     plan = staged.plan
     run_folder = staged.prj.parent
     names = {"hdf": plan.results_name, "messages": f"{plan.project_name}.{plan.id}.computeMsgs.txt"}
@@ -201,9 +272,5 @@ def _fill(result: PlanResult, staged: StagedPlan, log: Path, summary_file: Path 
     if log.is_file():
         shutil.copy2(log, incoming / log.name)
         result.log = final / log.name
-    if summary_file is not None:
-        shutil.copy2(summary_file, incoming / "summary.nc")
-        result.summary = final / "summary.nc"
     result.hdf = copied.get("hdf")
     result.folder = final
-    _write_json(incoming / "result.json", result.to_json())

@@ -8,7 +8,7 @@ from typing import Iterable
 
 import xarray as xr
 
-from .pipeline import PlanResult
+from .records import PlanResult
 from .summary import MESH_SERIES, summarise
 
 # Per-plan attributes that become coordinates along ``plan`` when plans are stacked.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -30,6 +31,7 @@ class StagedPlan:
     files: int
     bytes_copied: int
     seconds: float
+    host: str = ""  # the machine whose local disk holds run_dir
 
     @property
     def results_hdf(self) -> Path:
@@ -85,6 +87,7 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None) -> StagedPlan:
         files=len(placed),
         bytes_copied=copied,
         seconds=time.monotonic() - started,
+        host=socket.gethostname(),
     )
 
 

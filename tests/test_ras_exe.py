@@ -8,7 +8,7 @@ from pathlib import Path
 import dask.config
 import pytest
 
-from dask_hecras import Project, run_plan
+from dask_hecras import Project, RetryableFailure, run_plan
 from dask_hecras.engines import EngineNotFound, RasExe, get_engine
 from dask_hecras.engines.ras import choose_install, find_installs
 
@@ -83,8 +83,9 @@ def test_engines_are_chosen_by_name():
 
 
 def test_no_hecras_is_a_retryable_failure_naming_the_machine(tmp_path, demo, results):
-    with dask.config.set({"hecras.ras-roots": [str(tmp_path / "none")]}):
-        r = run_plan(Project(demo).plan("p01"), engine="ras", results_dir=results)
+    with dask.config.set({"hecras.ras-roots": [str(tmp_path / "none")]}), pytest.raises(RetryableFailure) as e:
+        run_plan(Project(demo).plan("p01"), engine="ras", results_dir=results)
+    r = e.value.result
     assert r.status == "failed" and r.retryable
     assert "not installed" in r.reason and r.host in r.reason
 

@@ -9,7 +9,7 @@ import psutil
 import pytest
 import xarray as xr
 
-from dask_hecras import PlanResult, Project, run_plan, validate
+from dask_hecras import PlanResult, Project, RetryableFailure, run_plan, validate
 
 from .conftest import folder_digest
 
@@ -27,7 +27,7 @@ def set_behaviour(prj, table):
 ])
 def test_every_fake_outcome_ends_in_the_right_status(demo, results, outcome, validation, retryable, words):
     set_behaviour(demo, {"p01": {"seconds": 0.3, "outcome": outcome}})
-    r = run_plan(Project(demo).plan("p01"), engine="fake", results_dir=results)
+    r = run_plan(Project(demo).plan("p01"), engine="fake", results_dir=results, raise_retryable=False)
     assert r.status == ("succeeded" if outcome == "success" else "failed")
     assert r.validation == validation and r.retryable is retryable
     assert words in r.reason
@@ -48,7 +48,7 @@ def test_success_lands_results_and_summary(demo, results, tmp_path):
     assert r.ok and r.exit_code == 0 and r.run_seconds > 0 and r.attempt == 1
     names = sorted(p.name for p in r.folder.iterdir())
     assert names == ["Demo.p02.computeMsgs.txt", "Demo.p02.engine.log", "Demo.p02.hdf", "result.json", "summary.nc"]
-    assert not [p for p in (results / "Demo").iterdir() if p.name.startswith(".")], "no temporary folders left"
+    assert sorted(p.name for p in (results / "Demo").iterdir()) == [".attempts", "p02"], "no temporary folders left"
     ds = xr.open_dataset(r.summary, engine="h5netcdf")
     assert ds.attrs["plan_id"] == "p02" and ds.attrs["plan_name"] == "50-year storm"
     assert ds.sizes["cell"] == 600 and (ds["max_water_surface"] >= ds["min_water_surface"]).all()
@@ -57,7 +57,7 @@ def test_success_lands_results_and_summary(demo, results, tmp_path):
 
 def test_hang_with_timeout_leaves_no_process(demo, results, tmp_path):
     set_behaviour(demo, {"p01": {"seconds": 1, "outcome": "hang"}})
-    r = run_plan(Project(demo).plan("p01"), results_dir=results, timeout=3)
+    r = run_plan(Project(demo).plan("p01"), results_dir=results, timeout=3, raise_retryable=False)
     assert r.status == "failed" and r.retryable
     assert r.reason.startswith("Timed out after 3 s")
     assert r.validation == "incomplete"
@@ -73,7 +73,7 @@ def test_source_project_is_never_written(demo, results):
     set_behaviour(demo, {"p01": {"seconds": 0.1}, "p02": {"seconds": 0.1, "outcome": "crash"}})
     before = folder_digest(demo.parent)
     for pid in ("p01", "p02"):
-        run_plan(Project(demo).plan(pid), results_dir=results)
+        run_plan(Project(demo).plan(pid), results_dir=results, raise_retryable=False)
     assert folder_digest(demo.parent) == before
 
 
@@ -83,8 +83,9 @@ def test_failed_retry_keeps_the_earlier_good_result(demo, results):
     assert good.ok
     hdf_bytes = good.hdf.read_bytes()
     set_behaviour(demo, {"p01": {"seconds": 0.1, "outcome": "crash"}})
-    bad = run_plan(plan, results_dir=results, attempt=2)
-    assert not bad.ok and bad.attempt == 2
+    bad = run_plan(plan, results_dir=results, raise_retryable=False)
+    assert not bad.ok and bad.attempt == 2  # counted from the attempt records
+    assert [a["status"] for a in bad.attempts] == ["succeeded", "failed"]
     assert good.hdf.read_bytes() == hdf_bytes
     assert json.loads((good.folder / "result.json").read_text())["status"] == "succeeded"
     assert bad.folder == results / "Demo" / "p01.failed"
@@ -114,3 +115,18 @@ def test_interrupted_copy_back_leaves_no_partial_result(demo, results, monkeypat
     with pytest.raises(OSError, match="No space left"):
         run_plan(Project(demo).plan("p01"), results_dir=results)
     assert list((results / "Demo").iterdir()) == []
+
+
+def test_retryable_failures_raise_for_dask_to_retry(demo, results):
+    set_behaviour(demo, {"p01": {"seconds": 0.1, "outcome": "crash"}})
+    plan = Project(demo).plan("p01")
+    for attempt in (1, 2):
+        with pytest.raises(RetryableFailure) as e:
+            run_plan(plan, results_dir=results)
+        assert e.value.result.attempt == attempt and "code 157" in str(e.value)
+    assert pickle.loads(pickle.dumps(e.value)).result == e.value.result
+    saved = json.loads((results / "Demo" / "p01" / "result.json").read_text())
+    assert saved["status"] == "failed" and [a["attempt"] for a in saved["attempts"]] == [1, 2]
+    # an unstable model is not retried: a failed result comes back
+    set_behaviour(demo, {"p01": {"seconds": 0.1, "outcome": "unstable"}})
+    assert run_plan(plan, results_dir=results).validation == "failed"
