@@ -1,0 +1,292 @@
+"""Plans on a Dask cluster: a graph of four tasks per plan, durable batches.
+
+For each plan, ``submit`` builds::
+
+    stage-<project>-<plan>  →  run-<project>-<plan>  →  validate-<project>-<plan>  →  summarise-<project>-<plan>
+                               (resources={"RAS": 1},
+                                retries=N)
+
+The run task re-stages if Dask placed it on a machine without the staged files.
+Every task writes its outcome under ``results_dir`` itself, so a batch submitted
+with ``detach=True`` goes on after the client closes and ``open_batch`` finds it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from . import config, records
+from .pipeline import RetryableFailure, results_root, run_step, stage_step, summarise_step, validate_step
+from .project import Plan
+from .records import FAILED, SUCCEEDED, PlanResult
+from .validation import validate
+
+RESOURCE = "RAS"
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def _current_key() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return get_worker().get_current_task()
+    except (ImportError, ValueError):
+        return None
+
+
+def _cancelled(key: str | None):
+    """True once the scheduler has cancelled this task (client gone, future cancelled).
+
+    Reads the worker's own state of the task: an internal API, kept here.
+    """
+    if key is None:
+        return lambda: False
+
+    def check() -> bool:
+        try:
+            from distributed import get_worker
+
+            ts = get_worker().state.tasks.get(key)
+            return ts is None or ts.state in ("cancelled", "released", "forgotten")
+        except Exception:
+            return False
+
+    return check
+
+
+def run_task(plan: Plan, staged, **kwargs) -> PlanResult:
+    """The RAS-restricted task: the engine run, stopped if Dask cancels the task."""
+    return run_step(plan, staged, cancel=_cancelled(_current_key()), **kwargs)
+
+
+# --------------------------------------------------------------------------- estimates
+
+
+def _mesh_cells(plan: Plan) -> int:
+    import h5py
+
+    path = Path(str(plan.geometry_file) + ".hdf")
+    try:
+        with h5py.File(path, "r") as f:
+            table = f["Geometry/2D Flow Areas/Attributes"][()]
+            return int(table["Cell Count"].sum())
+    except (OSError, KeyError, ValueError):
+        return 0
+
+
+def plan_work(plan: Plan) -> float:
+    """Work a plan implies: computation steps × (2D cells + 1000), from its files alone."""
+    if plan.start and plan.end and plan.computation_interval and plan.computation_interval.total_seconds() > 0:
+        steps = (plan.end - plan.start) / plan.computation_interval
+    else:
+        steps = 1000.0
+    return steps * (_mesh_cells(plan) + 1000)
+
+
+def estimates(plans: list[Plan], root: Path) -> dict[str, float]:
+    """Expected run seconds per plan key: the last run recorded under ``root`` where
+    there is one, else the plan's work scaled by what history says a unit of work costs."""
+    history: dict[str, float] = {}
+    for plan in plans:
+        r = records.load_result(root, plan.project_name, plan.id)
+        if r is not None and r.ok and r.run_seconds:
+            history[plan.key] = float(r.run_seconds)
+    work = {p.key: plan_work(p) for p in plans}
+    ratios = sorted(history[k] / work[k] for k in history if work[k] > 0)
+    per_unit = ratios[len(ratios) // 2] if ratios else 1e-7
+    return {p.key: history.get(p.key, work[p.key] * per_unit) for p in plans}
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def _already_done(plan: Plan, root: Path) -> PlanResult | None:
+    r = records.load_result(root, plan.project_name, plan.id)
+    if r is None or not r.ok or r.hdf is None:
+        return None
+    return r if validate(r.hdf, plan=plan).ok else None
+
+
+@dataclass
+class Batch:
+    """A submitted set of plans. Results come from the futures while the client is
+    connected, and from ``results_dir`` always."""
+
+    id: str
+    results_dir: Path
+    plans: list[Plan]
+    futures: list = field(default_factory=list)  # summarise-<project>-<plan>, one per plan run
+    skipped: list[PlanResult] = field(default_factory=list)  # succeeded earlier, still valid
+    client: object = None
+
+    def wait(self, timeout: float | None = None) -> "Batch":
+        """Until every plan has ended (succeeded or failed)."""
+        if self.futures:
+            from distributed import wait
+
+            wait(self.futures, timeout=timeout)
+        return self
+
+    def results(self) -> list[PlanResult]:
+        """One result per plan, in plan order: skipped ones, finished ones, and the
+        durable state of the rest."""
+        by_key = {r.key: r for r in self.skipped}
+        keys = {f"summarise-{p.key}": p.key for p in self.plans}
+        for f in self.futures:
+            key = keys.get(f.key) or keys.get(f.key.rsplit("-", 1)[0]) or f.key.split("-", 1)[1]
+            if f.status == "finished":
+                by_key[key] = f.result()
+            elif f.status == "error":
+                by_key[key] = _from_error(f.exception(), key, self)
+        out = []
+        for plan in self.plans:
+            r = by_key.get(plan.key) or _from_disk(self, plan)
+            out.append(r)
+        return out
+
+    def dataset(self):
+        """The succeeded plans' summaries stacked along ``plan`` (see :func:`combine`)."""
+        from .results import combine
+
+        return combine([r for r in self.results() if r.ok])
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.results():
+            out[r.status] = out.get(r.status, 0) + 1
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Batch {self.id}: {len(self.plans)} plans, {len(self.skipped)} skipped, results in {self.results_dir}>"
+
+
+def _from_error(exc: BaseException, key: str, batch: Batch) -> PlanResult:
+    if isinstance(exc, RetryableFailure):
+        return exc.result
+    project, plan_id = key.rsplit("-", 1)
+    r = records.load_result(batch.results_dir, project, plan_id)
+    reason = f"{type(exc).__name__}: {exc}"
+    if r is not None and r.batch == batch.id and not r.ok:
+        r.reason = f"{r.reason} Then: {reason}"
+        return r
+    return PlanResult(plan_id, project, FAILED, reason, batch=batch.id,
+                      attempts=records.attempts(batch.results_dir, project, plan_id, batch.id))
+
+
+def _from_disk(batch: Batch, plan: Plan) -> PlanResult:
+    r = records.load_result(batch.results_dir, plan.project_name, plan.id)
+    if r is not None and (r.batch == batch.id or r.ok):
+        return r
+    attempts = records.attempts(batch.results_dir, plan.project_name, plan.id, batch.id)
+    status = "running" if attempts else "queued"
+    return PlanResult(plan.id, plan.project_name, status, "not finished yet", title=plan.title,
+                      batch=batch.id, attempts=attempts)
+
+
+def submit(
+    client,
+    plans: Iterable[Plan],
+    *,
+    engine: str = "fake",
+    results_dir: str | os.PathLike | None = None,
+    retries: int = 2,
+    timeout: float | str | None = None,
+    force: bool = False,
+    detach: bool = False,
+    scratch: str | os.PathLike | None = None,
+) -> Batch:
+    """Run ``plans`` on the cluster of ``client``, longest expected first.
+
+    Plans that already succeeded into ``results_dir`` (and still validate) are skipped
+    unless ``force``. With ``detach`` the batch goes on after this client closes.
+    """
+    from distributed import fire_and_forget
+
+    root = results_root(results_dir)
+    plans = list(plans)
+    batch_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    skipped, todo = [], []
+    for plan in plans:
+        done = None if force else _already_done(plan, root)
+        (skipped if done is not None else todo).append(done or plan)
+    expected = estimates(todo, root)
+    todo.sort(key=lambda p: expected[p.key], reverse=True)
+    records.write_batch(root, batch_id, {
+        "batch": batch_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "engine": engine,
+        "retries": retries, "timeout": timeout, "force": force, "detach": detach,
+        "plans": [{"project": str(p.project), "plan": p.id, "title": p.title,
+                   "expected_seconds": expected.get(p.key)} for p in plans],
+        "skipped": [r.key for r in skipped],
+    })
+    common = {"engine": engine, "results_dir": str(root), "batch": batch_id}
+    futures = []
+    for rank, plan in enumerate(todo):
+        priority = len(todo) - rank  # higher runs first: longest expected first
+        k_stage, k_run, k_validate, k_summarise = _keys(plan, client, batch_id)
+        staged = client.submit(stage_step, plan, scratch=scratch, key=k_stage, priority=priority,
+                               retries=retries, **common)
+        ran = client.submit(run_task, plan, staged, scratch=scratch, timeout=timeout, key=k_run,
+                            priority=priority, retries=retries, resources={RESOURCE: 1}, **common)
+        checked = client.submit(validate_step, ran, plan, key=k_validate, priority=priority)
+        done = client.submit(summarise_step, checked, str(root), key=k_summarise, priority=priority)
+        futures.append(done)
+    if detach:
+        fire_and_forget(futures)
+    return Batch(batch_id, root, plans, futures, skipped, client)
+
+
+def _keys(plan: Plan, client, batch_id: str) -> tuple[str, str, str, str]:
+    """``stage-<project>-<plan>`` etc. If this client still holds those keys from an
+    earlier batch, Dask would hand back the old results: then the batch id is appended."""
+    keys = tuple(f"{step}-{plan.key}" for step in ("stage", "run", "validate", "summarise"))
+    if any(k in getattr(client, "futures", {}) for k in keys):
+        keys = tuple(f"{k}-{batch_id.rsplit('-', 1)[1]}" for k in keys)
+    return keys
+
+
+def open_batch(results_dir: str | os.PathLike, batch: str | None = None) -> Batch:
+    """A batch as ``results_dir`` records it (the latest one unless ``batch`` is given),
+    for a later session: no client needed."""
+    root = results_root(results_dir)
+    data = records.read_batch(root, batch)
+    plans = []
+    for entry in data["plans"]:
+        from .project import Plan as _Plan
+
+        prj = Path(entry["project"])
+        try:
+            plans.append(_Plan.from_file(prj, entry["plan"]))
+        except Exception:  # the project moved: keep what the record knows
+            plans.append(_Plan(entry["plan"], prj, title=entry.get("title", "")))
+    skipped = [r for r in (records.load_result(root, *k.rsplit("-", 1)) for k in data.get("skipped", [])) if r]
+    return Batch(data["batch"], root, plans, [], skipped, None)
+
+
+def local_cluster(n_workers: int | None = None, *, threads_per_worker: int = 2, **kwargs):
+    """A LocalCluster for running plans on this machine: each worker has ``RAS=1`` and a
+    spare thread for staging and summarising beside the run; the dashboard is on.
+
+    Workers default to one per 2 cores and per 4 GiB of memory (2D HEC-RAS uses
+    several cores and a few GB per plan), at least one.
+    """
+    import psutil
+    from distributed import LocalCluster
+
+    if n_workers is None:
+        cores = os.cpu_count() or 1
+        memory_gib = psutil.virtual_memory().total / 2**30
+        n_workers = max(1, min(cores // 2, int(memory_gib // 4)))
+    kwargs.setdefault("processes", True)
+    kwargs.setdefault("dashboard_address", ":8787")
+    kwargs.setdefault("resources", {RESOURCE: 1})
+    return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **kwargs)
+
+
+__all__ = ["submit", "Batch", "open_batch", "local_cluster", "estimates", "plan_work", "RESOURCE", "SUCCEEDED"]
