@@ -269,6 +269,21 @@ def open_batch(results_dir: str | os.PathLike, batch: str | None = None) -> Batc
     return Batch(data["batch"], root, plans, [], skipped, None)
 
 
+def _executing_runs(dask_scheduler) -> dict[str, str]:
+    return {str(ts.key): ws.address for ws in dask_scheduler.workers.values() for ts in ws.executing
+            if str(ts.key).startswith("run-")}
+
+
+def running_plans(client) -> dict[str, str]:
+    """``run-<project>-<plan>`` keys executing now → worker address.
+
+    Read from the scheduler's record of what each worker executes (internal state,
+    refreshed by worker heartbeats about once a second): Dask's ``processing`` also
+    lists runs waiting on a worker for its RAS slot.
+    """
+    return client.run_on_scheduler(_executing_runs)
+
+
 def local_cluster(n_workers: int | None = None, *, threads_per_worker: int = 2, **kwargs):
     """A LocalCluster for running plans on this machine: each worker has ``RAS=1`` and a
     spare thread for staging and summarising beside the run; the dashboard is on.

@@ -1,6 +1,8 @@
-"""``dask-hecras``: run a project's plans from the command line.
+"""``dask-hecras``: run a project's plans on a Dask cluster from the command line.
 
-    dask-hecras run PROJECT.prj [--plans p01,p02] [--engine fake|ras] [--results DIR]
+    dask-hecras run PROJECT.prj [--plans p01,p02] [--scheduler ADDRESS] [--engine fake|ras]
+                                [--results DIR] [--retries N] [--timeout S] [--detach] [--force]
+    dask-hecras status RESULTS_DIR [--batch ID]
     dask-hecras demo
 """
 
@@ -13,15 +15,50 @@ import time
 from pathlib import Path
 
 
-def _print_table(rows: list[list[str]], out=sys.stdout) -> None:
+def _table(rows: list[list[str]], out=sys.stdout) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
 
 
-def run_plans(prj: Path, plan_ids: list[str] | None, engine: str, results: Path, timeout: str | None,
-              scratch: str | None) -> int:
-    from .pipeline import run_plan
+def _seconds(value) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def _progress_line(batch, client, started: float, expected: dict[str, float]) -> str:
+    """Counts per state, plans running where, and a rough time to go."""
+    states = {"done": 0, "failed": 0, "running": 0, "queued": 0}
+    finished = set()
+    for f in batch.futures:
+        if f.status == "finished":
+            states["done"] += 1
+            finished.add(f.key)
+        elif f.status in ("error", "cancelled"):
+            states["failed"] += 1
+            finished.add(f.key)
+    from .batch import running_plans
+
+    running = [(k[4:], w) for k, w in running_plans(client).items()]
+    states["running"] = len(running)
+    states["queued"] = len(batch.futures) - states["done"] - states["failed"] - states["running"]
+    left = sum(v for k, v in expected.items() if f"summarise-{k}" not in finished)
+    slots = max(1, sum(int(r.get("RAS", 0)) for r in _resources(client).values()))
+    where = ", ".join(f"{k}@{w.split('//')[-1]}" for k, w in running[:4]) + (" ..." if len(running) > 4 else "")
+    return (f"[{time.monotonic() - started:6.0f} s] done {states['done']}, failed {states['failed']}, "
+            f"running {states['running']}, queued {max(0, states['queued'])}; ETA ~{left / slots:.0f} s"
+            + (f"  ({where})" if where else ""))
+
+
+def _resources(client) -> dict:
+    info = client.scheduler_info()
+    return {addr: w.get("resources", {}) for addr, w in info.get("workers", {}).items()}
+
+
+def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Path, timeout: str | None,
+              retries: int, scheduler: str | None, detach: bool, force: bool, n_workers: int | None = None) -> int:
+    from distributed import Client
+
+    from .batch import estimates, local_cluster, submit
     from .project import Project, ProjectError
 
     try:
@@ -31,54 +68,120 @@ def run_plans(prj: Path, plan_ids: list[str] | None, engine: str, results: Path,
     except (ProjectError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
-    print(f"{project.name}: {len(plans)} plan(s) with the {engine} engine; results in {results}")
-    started = time.monotonic()
-    results_list = []
-    for i, plan in enumerate(plans, 1):
-        print(f"[{i}/{len(plans)}] {plan.id} {plan.title} ...", end=" ", flush=True)
-        r = run_plan(plan, engine=engine, results_dir=results, timeout=timeout, scratch=scratch, raise_retryable=False)
-        seconds = f"{r.run_seconds:.1f} s" if r.run_seconds is not None else "-"
-        print(f"{r.status} ({seconds})", flush=True)
-        results_list.append(r)
-    failed = [r for r in results_list if not r.ok]
-    print(f"\n{len(results_list) - len(failed)} succeeded, {len(failed)} failed "
-          f"in {time.monotonic() - started:.1f} s. Results: {results / project.name}")
+    if detach and scheduler is None:
+        print("error: --detach needs --scheduler: a local cluster ends with this command", file=sys.stderr)
+        return 2
+    cluster = None
+    if scheduler is None:
+        cluster = local_cluster(n_workers)
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    try:
+        print(f"Dashboard: {client.dashboard_link}")
+        print(f"{project.name}: {len(plans)} plan(s) with the {engine} engine; results in {results}")
+        batch = submit(client, plans, engine=engine, results_dir=results, retries=retries, timeout=timeout,
+                       force=force, detach=detach)
+        if batch.skipped:
+            print(f"Skipped {len(batch.skipped)} plan(s) that already succeeded: "
+                  f"{', '.join(r.plan_id for r in batch.skipped)} (--force runs them again)")
+        if detach:
+            print(f"Batch {batch.id} submitted and detached; follow it with: dask-hecras status {results}")
+            return 0
+        expected = estimates([p for p in plans if p.key not in {r.key for r in batch.skipped}], results)
+        started = time.monotonic()
+        last = ""
+        while any(f.status == "pending" for f in batch.futures):
+            line = _progress_line(batch, client, started, expected)
+            if sys.stdout.isatty():
+                print("\r" + line.ljust(len(last)), end="", flush=True)
+            elif line.split("]", 1)[1] != last.split("]", 1)[-1]:
+                print(line, flush=True)
+            last = line
+            time.sleep(1)
+        if sys.stdout.isatty():
+            print()
+        return _report(batch.results(), time.monotonic() - started, results / project.name)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _report(results, seconds: float, where: Path) -> int:
+    failed = [r for r in results if not r.ok]
+    print(f"\n{len(results) - len(failed)} succeeded, {len(failed)} failed in {seconds:.1f} s. Results: {where}")
     if failed:
         print("\nFailed plans:")
-        _print_table([["plan", "title", "status", "reason"]] +
-                     [[r.plan_id, r.title, r.validation or r.status, r.reason] for r in failed])
+        _table([["plan", "title", "status", "attempts", "reason"]] +
+               [[r.plan_id, r.title, r.validation or r.status, str(len(r.attempts) or r.attempt), r.reason]
+                for r in failed])
         return 1
     return 0
 
 
+def status(results_dir: Path, batch_id: str | None) -> int:
+    from .batch import open_batch
+
+    try:
+        batch = open_batch(results_dir, batch_id)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    results = batch.results()
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    print(f"Batch {batch.id} in {batch.results_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    rows = [["project", "plan", "title", "status", "attempts", "worker", "run", "reason"]]
+    for r in results:
+        rows.append([r.project, r.plan_id, r.title, r.validation if r.status == "failed" and r.validation else r.status,
+                     str(len(r.attempts)), r.worker or r.host if r.attempts else "", _seconds(r.run_seconds),
+                     r.reason if not r.ok else ""])
+    _table(rows)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dask-hecras", description="Run HEC-RAS plans (on a Dask cluster).")
+    parser = argparse.ArgumentParser(prog="dask-hecras", description="Run HEC-RAS plans on a Dask cluster.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run plans of a HEC-RAS project")
     run.add_argument("project", type=Path, help="the project file NAME.prj")
     run.add_argument("--plans", help="comma-separated plan ids (default: every plan)")
+    run.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a local cluster)")
     run.add_argument("--engine", default="fake", choices=["fake", "ras"])
     run.add_argument("--results", type=Path, default=None, help="results folder (default: hecras.results-dir or ./hecras-results)")
+    run.add_argument("--retries", type=int, default=2, help="extra attempts for failures a retry can fix (default 2)")
     run.add_argument("--timeout", default=None, help="per-plan time limit, e.g. 6h or 900 (seconds)")
-    run.add_argument("--scratch", default=None, help="local folder for run folders")
-    demo = sub.add_parser("demo", help="make the demo project in a temporary folder and run it with the fake engine")
+    run.add_argument("--detach", action="store_true", help="submit and return; the batch goes on without this command")
+    run.add_argument("--force", action="store_true", help="run plans again even if they already succeeded")
+    run.add_argument("--workers", type=int, default=None, help="workers of the local cluster (default: from cores and memory)")
+    st = sub.add_parser("status", help="a batch's table from what is on disk")
+    st.add_argument("results", type=Path, help="the results folder of the batch")
+    st.add_argument("--batch", default=None, help="batch id (default: the latest)")
+    demo = sub.add_parser("demo", help="make the demo project in a temporary folder and run it on a local cluster")
     demo.add_argument("--plans", type=int, default=8, help="number of plans (default 8)")
     demo.add_argument("--results", type=Path, default=None, help="results folder (default: beside the demo project)")
+    demo.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
 
     from .pipeline import results_root
 
+    if args.command == "status":
+        return status(results_root(args.results), args.batch)
     if args.command == "run":
         ids = [p.strip() for p in args.plans.split(",") if p.strip()] if args.plans else None
-        return run_plans(args.project, ids, args.engine, results_root(args.results), args.timeout, args.scratch)
+        return run_plans(args.project, ids, engine=args.engine, results=results_root(args.results),
+                         timeout=args.timeout, retries=args.retries, scheduler=args.scheduler,
+                         detach=args.detach, force=args.force, n_workers=args.workers)
 
     from .examples import make_project
 
     folder = Path(tempfile.mkdtemp(prefix="dask-hecras-demo-"))
     prj = make_project(folder / "project", n_plans=args.plans)
     print(f"Demo project written to {prj}")
-    results = results_root(args.results or folder / "results")
-    return run_plans(prj, None, "fake", results, None, None)
+    return run_plans(prj, None, engine="fake", results=results_root(args.results or folder / "results"),
+                     timeout=None, retries=2, scheduler=None, detach=False, force=False, n_workers=args.workers)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -113,11 +114,13 @@ def run_step(
         staged, result.restaged = again, staged is not None
 
     log = staged.run_dir / f"{plan.project_name}.{plan.id}.engine.log"
+    result.run_start = time.time()
     try:
         run = engine_.run(plan, staged.prj, staged.plan_file, log=log, timeout=timeout_s, cancel=cancel)
     except EngineNotFound as e:
         result.scratch = staged.run_dir
         return _settle(_finish(result, reason=str(e), retryable=True), root, raise_retryable)
+    result.run_end = time.time()
     result.exit_code = run.exit_code
     result.run_seconds = run.seconds
     v = validate(staged.results_hdf, plan=plan)

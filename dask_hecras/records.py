@@ -50,6 +50,8 @@ class PlanResult:
     batch: str = ""
     started: str = ""
     finished: str = ""
+    run_start: float | None = None  # the engine's start and end, seconds since the epoch
+    run_end: float | None = None
     attempts: list[dict] = field(default_factory=list)  # every attempt of this batch: host, worker, status, reason, seconds
 
     @property
@@ -72,7 +74,8 @@ class PlanResult:
     def attempt_record(self) -> dict:
         return {"attempt": self.attempt, "host": self.host, "worker": self.worker, "status": self.status,
                 "validation": self.validation, "reason": self.reason, "seconds": self.run_seconds,
-                "started": self.started, "finished": self.finished, "restaged": self.restaged}
+                "started": self.started, "finished": self.finished, "restaged": self.restaged,
+                "run_start": self.run_start, "run_end": self.run_end}
 
 
 def write_json(path: Path, data) -> None:
