@@ -44,3 +44,23 @@ def test_run_names_missing_files(demo, tmp_path):
 def test_unknown_plan(demo, tmp_path):
     r = cli("run", str(demo), "--plans", "p77", cwd=tmp_path)
     assert r.returncode == 2 and "p77" in r.stderr
+
+
+def test_status_reads_the_batch_from_disk(demo, tmp_path):
+    (demo.parent / "fake-ras.json").write_text(json.dumps({"p03": {"seconds": 0.2, "outcome": "crash"}}))
+    out = tmp_path / "out"
+    r = cli("run", str(demo), "--results", str(out), "--retries", "1", "--workers", "2", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "Dashboard: http" in r.stdout
+    table = r.stdout.split("Failed plans:")[1]
+    assert "p03" in table and "incomplete" in table
+    s = cli("status", str(out), cwd=tmp_path)
+    assert s.returncode == 0, s.stderr
+    assert "3 succeeded" in s.stdout and "1 failed" in s.stdout
+    line = next(l for l in s.stdout.splitlines() if " p03 " in l)
+    assert "incomplete" in line and " 2 " in line  # two attempts: retries + 1
+
+
+def test_detach_needs_a_scheduler(demo, tmp_path):
+    r = cli("run", str(demo), "--detach", cwd=tmp_path)
+    assert r.returncode == 2 and "--scheduler" in r.stderr

@@ -1,0 +1,142 @@
+"""Plans on a real Dask cluster: LocalCluster with worker processes, no mocks of Dask."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import psutil
+import pytest
+from distributed import Client, LocalCluster
+
+import dask_hecras
+from dask_hecras import Project
+from dask_hecras.batch import open_batch, running_plans, submit
+from dask_hecras.examples import make_project
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    scratch = tmp_path_factory.mktemp("scratch")
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, resources={"RAS": 1},
+                      dashboard_address=":0", env={"DASK_HECRAS__SCRATCH": str(scratch)}) as c:
+        yield c
+
+
+@pytest.fixture
+def client(cluster):
+    with Client(cluster) as c:
+        yield c
+
+
+def project(tmp_path, n_plans, behaviour, name="Demo"):
+    return make_project(tmp_path / name, n_plans=n_plans, name=name, behaviour=behaviour)
+
+
+def all_attempts(results, prj):
+    out = {}
+    for folder in (results / prj.stem / ".attempts").iterdir():
+        out[folder.name] = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    return out
+
+
+def test_runs_respect_ras_slots_and_failures_retry_only_when_useful(client, tmp_path):
+    prj = project(tmp_path, 6, {
+        "p01": {"seconds": 1.5}, "p02": {"seconds": 0.3, "outcome": "unstable"},
+        "p03": {"seconds": 0.3, "outcome": "crash"}, "p04": {"seconds": 1.0}, "p05": {"seconds": 0.5},
+        "p06": {"seconds": 0.8},
+    })
+    results = tmp_path / "results"
+    batch = submit(client, Project(prj).plans, engine="fake", results_dir=results, retries=2)
+    assert [f.key for f in batch.futures][0].startswith("summarise-Demo-")
+    batch.wait(timeout=240)
+    by_id = {r.plan_id: r for r in batch.results()}
+    assert {k: r.status for k, r in by_id.items()} == {
+        "p01": "succeeded", "p02": "failed", "p03": "failed", "p04": "succeeded", "p05": "succeeded",
+        "p06": "succeeded"}
+    attempts = all_attempts(results, prj)
+    assert len(attempts["p02"]) == 1, "an unstable model is not retried"
+    assert len(attempts["p03"]) == 3, "a crash runs retries + 1 times"
+    assert [a["attempt"] for a in by_id["p03"].attempts] == [1, 2, 3]
+    assert all(a["worker"] for a in by_id["p03"].attempts)
+    # never two engine runs at once on one worker with RAS=1
+    runs_by_worker: dict[str, list] = {}
+    for records in attempts.values():
+        for a in records:
+            runs_by_worker.setdefault(a["worker"], []).append((a["run_start"], a["run_end"]))
+    assert len(runs_by_worker) == 2
+    for spans in runs_by_worker.values():
+        spans.sort()
+        for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+            assert s2 >= e1, f"two runs overlapped on one RAS=1 worker: {spans}"
+    ds = batch.dataset()
+    assert sorted(ds["plan"].values) == ["p01", "p04", "p05", "p06"]
+
+
+def test_resubmission_skips_finished_plans_unless_forced(client, tmp_path):
+    prj = project(tmp_path, 3, {"p02": {"seconds": 0.2, "outcome": "crash"}})
+    results = tmp_path / "results"
+    first = submit(client, Project(prj).plans, results_dir=results, retries=0).wait(timeout=120)
+    assert [r.status for r in first.results()] == ["succeeded", "failed", "succeeded"]
+    (prj.parent / "fake-ras.json").write_text("{}")  # the crash is fixed
+    again = submit(client, Project(prj).plans, results_dir=results, retries=0)
+    assert sorted(r.plan_id for r in again.skipped) == ["p01", "p03"] and len(again.futures) == 1
+    again.wait(timeout=120)
+    assert [r.status for r in again.results()] == ["succeeded"] * 3
+    forced = submit(client, Project(prj).plans, results_dir=results, force=True).wait(timeout=120)
+    assert not forced.skipped and len(forced.futures) == 3
+    assert all(r.ok and r.batch == forced.id for r in forced.results())
+
+
+def test_a_worker_killed_mid_run_does_not_lose_the_plan(client, tmp_path):
+    prj = project(tmp_path, 3, {"p01": {"seconds": 6}, "p02": {"seconds": 1}, "p03": {"seconds": 1}})
+    results = tmp_path / "results"
+    batch = submit(client, Project(prj).plans, results_dir=results, retries=1)
+    deadline = time.monotonic() + 60
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        victim = running_plans(client).get("run-Demo-p01")
+        time.sleep(0.2)
+    assert victim, "p01 never started"
+    pid = client.run(os.getpid, workers=[victim])[victim]
+    psutil.Process(pid).kill()  # the machine is gone; the nanny brings a new worker up
+    batch.wait(timeout=180)
+    results_ = {r.plan_id: r for r in batch.results()}
+    assert all(r.ok for r in results_.values()), {k: r.reason for k, r in results_.items()}
+    assert results_["p01"].worker  # it finished on a live worker
+    assert len(list((results / "Demo").glob("p01*"))) == 1, "nothing duplicated in results_dir"
+
+
+def test_detached_batch_finishes_after_its_client_closed(cluster, tmp_path):
+    prj = project(tmp_path, 4, {"p01": {"seconds": 1.5}, "p02": {"seconds": 1.0}})
+    results = tmp_path / "results"
+    with Client(cluster) as first:
+        batch = submit(first, Project(prj).plans, results_dir=results, detach=True)
+        batch_id = batch.id
+    del batch
+    # The notebook is closed. A later session finds the batch on disk.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        later = open_batch(results)
+        if all(r.status in ("succeeded", "failed") for r in later.results()):
+            break
+        time.sleep(0.5)
+    assert later.id == batch_id
+    assert [r.status for r in later.results()] == ["succeeded"] * 4
+    assert later.dataset().sizes["plan"] == 4
+
+
+def test_plain_client_map_works_as_written(client, tmp_path):
+    prj = project(tmp_path, 3, {"p02": {"seconds": 0.2, "outcome": "crash"}})
+    results = tmp_path / "results"
+    plans = Project(prj).plans
+    futures = client.map(dask_hecras.run_plan, plans, engine="fake", results_dir=results,
+                         resources={"RAS": 1}, retries=2)
+    done = client.gather(futures, errors="skip")
+    assert sorted(r.plan_id for r in done) == ["p01", "p03"] and all(r.ok for r in done)
+    failed = futures[1]
+    assert failed.status == "error"
+    exc = failed.exception()
+    assert isinstance(exc, dask_hecras.RetryableFailure) and exc.result.attempt == 3
+    assert len(exc.result.attempts) == 3
