@@ -226,20 +226,55 @@ def submit(
         "skipped": [r.key for r in skipped],
     })
     common = {"engine": engine, "results_dir": str(root), "batch": batch_id}
+    placement = plan_placement(todo, expected, _slots(client))
     futures = []
     for rank, plan in enumerate(todo):
         priority = len(todo) - rank  # higher runs first: longest expected first
+        where = {"workers": [placement[plan.key]], "allow_other_workers": True} if plan.key in placement else {}
         k_stage, k_run, k_validate, k_summarise = _keys(plan, client, batch_id)
         staged = client.submit(stage_step, plan, scratch=scratch, key=k_stage, priority=priority,
-                               retries=retries, **common)
+                               retries=retries, **where, **common)
         ran = client.submit(run_task, plan, staged, scratch=scratch, timeout=timeout, key=k_run,
-                            priority=priority, retries=retries, resources={RESOURCE: 1}, **common)
+                            priority=priority, retries=retries, resources={RESOURCE: 1}, **where, **common)
         checked = client.submit(validate_step, ran, plan, key=k_validate, priority=priority)
         done = client.submit(summarise_step, checked, str(root), key=k_summarise, priority=priority)
         futures.append(done)
     if detach:
         fire_and_forget(futures)
     return Batch(batch_id, root, plans, futures, skipped, client)
+
+
+def _slots(client) -> dict[str, int]:
+    """RAS slots of each worker that has any."""
+    try:
+        workers = client.scheduler_info(n_workers=-1).get("workers", {})  # all workers, not the first few
+    except TypeError:  # older distributed
+        workers = client.scheduler_info().get("workers", {})
+    return {addr: int(w.get("resources", {}).get(RESOURCE, 0)) for addr, w in workers.items()
+            if w.get("resources", {}).get(RESOURCE, 0) >= 1}
+
+
+def plan_placement(plans: list[Plan], expected: dict[str, float], slots: dict[str, int]) -> dict[str, str]:
+    """Longest-processing-time-first: each plan, longest first, to the worker whose
+    slots finish their queue soonest.
+
+    Dask sends every RAS task to a worker at once and knows only the average run time
+    of ``run-<project>`` tasks, so it cannot balance plans of mixed length. This
+    placement is a preference (``allow_other_workers=True``): Dask's work stealing
+    still moves queued plans to idle workers, and a worker that leaves takes none with it.
+    """
+    import heapq
+
+    heap = [(0.0, addr, i) for addr, n in slots.items() for i in range(n)]
+    heapq.heapify(heap)
+    out = {}
+    for plan in sorted(plans, key=lambda p: expected[p.key], reverse=True):
+        if not heap:
+            break
+        load, addr, i = heapq.heappop(heap)
+        out[plan.key] = addr
+        heapq.heappush(heap, (load + expected[plan.key], addr, i))
+    return out
 
 
 def _keys(plan: Plan, client, batch_id: str) -> tuple[str, str, str, str]:
