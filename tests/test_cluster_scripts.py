@@ -1,0 +1,93 @@
+"""The scripts in cluster/ start a real scheduler and worker; the CLI runs plans on them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask.config
+import pytest
+
+from .conftest import REPO
+
+CLUSTER = REPO / "cluster"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cluster_config_is_valid_dask_config():
+    config = dask.config.collect(paths=[str(CLUSTER)], env={})
+    assert config["hecras"]["timeout"] == "12h"
+    assert config["distributed"]["worker"]["resources"] == {"RAS": 1}
+    assert config["distributed"]["scheduler"]["allowed-failures"] >= 5
+
+
+@pytest.mark.parametrize("script", sorted(CLUSTER.glob("*.sh")), ids=lambda p: p.name)
+def test_shell_scripts_parse(script):
+    assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
+
+
+@pytest.fixture
+def scripted_cluster(tmp_path):
+    port, dash = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = [subprocess.Popen(["sh", str(CLUSTER / "start-scheduler.sh"), str(port), str(dash)], env=env,
+                              stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT)]
+    address = f"tcp://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.3)
+    procs.append(subprocess.Popen(["sh", str(CLUSTER / "start-worker.sh"), address, str(tmp_path / "scratch")],
+                                  env=env, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT))
+    from distributed import Client
+
+    with Client(address, timeout=60) as c:
+        c.wait_for_workers(1, timeout=60)
+        info = c.scheduler_info()["workers"]
+        assert [w["resources"] for w in info.values()] == [{"RAS": 1}]
+    yield address, env
+    for p in reversed(procs):
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def test_cli_runs_on_the_scripted_cluster_attached_and_detached(scripted_cluster, demo, tmp_path):
+    address, env = scripted_cluster
+    exe = [str(Path(sys.executable).parent / "dask-hecras")]
+    out = tmp_path / "out"
+    r = subprocess.run(exe + ["run", str(demo), "--plans", "p01,p02", "--scheduler", address, "--results", str(out)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 succeeded, 0 failed" in r.stdout
+    r = subprocess.run(exe + ["run", str(demo), "--scheduler", address, "--results", str(out), "--detach"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Skipped 2 plan(s)" in r.stdout and "detached" in r.stdout
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # the CLI is gone; the batch goes on
+        s = subprocess.run(exe + ["status", str(out)], capture_output=True, text=True, env=env, timeout=120)
+        if "4 succeeded" in s.stdout:
+            break
+        time.sleep(1)
+    assert "4 succeeded" in s.stdout, s.stdout
+    saved = json.loads((out / "Demo" / "p04" / "result.json").read_text())
+    assert saved["status"] == "succeeded" and saved["worker"] == socket.gethostname()
