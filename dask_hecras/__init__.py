@@ -22,6 +22,10 @@ _EXPORTS = {
     "validate": "validation",
     "Validation": "validation",
     "summarise": "summary",
+    "submit": "batch",
+    "open_batch": "batch",
+    "drain": "batch",
+    "local_cluster": "batch",
     "combine": "results",
     "open_results": "results",
 }

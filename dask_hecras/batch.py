@@ -62,8 +62,59 @@ def _cancelled(key: str | None):
 
 
 def run_task(plan: Plan, staged, **kwargs) -> PlanResult:
-    """The RAS-restricted task: the engine run, stopped if Dask cancels the task."""
-    return run_step(plan, staged, cancel=_cancelled(_current_key()), **kwargs)
+    """The RAS-restricted task: the engine run, stopped if Dask cancels the task.
+
+    A worker whose runs keep failing (or that has no HEC-RAS) is taken out of rotation.
+    """
+    try:
+        result = run_step(plan, staged, cancel=_cancelled(_current_key()), **kwargs)
+    except RetryableFailure as e:
+        _after_run(e.result, kwargs.get("results_dir"))
+        raise
+    _after_run(result, kwargs.get("results_dir"))
+    return result
+
+
+def _after_run(result: PlanResult, results_dir) -> None:
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    if result.ok or result.problem in ("input", "") or result.validation == "failed":
+        worker._hecras_failures_in_a_row = 0  # a success, or the model's fault, not the machine's
+        return
+    count = getattr(worker, "_hecras_failures_in_a_row", 0) + 1
+    worker._hecras_failures_in_a_row = count
+    limit = int(config.get("max-failures-in-a-row", 3))
+    if result.problem == "engine-not-found" or count >= limit:
+        why = (result.reason if result.problem == "engine-not-found"
+               else f"{count} runs failed in a row, the last: {result.reason}")
+        take_out_of_rotation(worker, why, results_root(results_dir))
+
+
+def take_out_of_rotation(worker, reason: str, root: Path, state: str = "out of rotation") -> None:
+    """No new plans for this worker: its RAS slots go to 0 (the scheduler learns it too).
+
+    Plans already waiting on it are moved by Dask's work stealing to workers with slots.
+    """
+    from distributed.utils import sync
+
+    sync(worker.loop, worker.set_resources, **{RESOURCE: 0})
+    try:
+        from distributed import get_client
+
+        get_client().run_on_scheduler(_move_waiting_runs, worker.address)
+    except Exception as e:  # no scheduler reachable: the plans wait until the worker is restored
+        import logging
+
+        logging.getLogger("dask_hecras").warning("could not move plans off %s: %r", worker.address, e)
+    name = str(worker.name) if worker.name is not None else worker.address
+    records.write_worker(root, name, {"worker": name, "address": worker.address, "host": worker.ip,
+                                      "state": state, "reason": reason,
+                                      "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    worker.log_event("hecras", {"action": state, "worker": worker.address, "reason": reason})
 
 
 # --------------------------------------------------------------------------- estimates
@@ -226,55 +277,20 @@ def submit(
         "skipped": [r.key for r in skipped],
     })
     common = {"engine": engine, "results_dir": str(root), "batch": batch_id}
-    placement = plan_placement(todo, expected, _slots(client))
     futures = []
     for rank, plan in enumerate(todo):
         priority = len(todo) - rank  # higher runs first: longest expected first
-        where = {"workers": [placement[plan.key]], "allow_other_workers": True} if plan.key in placement else {}
         k_stage, k_run, k_validate, k_summarise = _keys(plan, client, batch_id)
         staged = client.submit(stage_step, plan, scratch=scratch, key=k_stage, priority=priority,
-                               retries=retries, **where, **common)
+                               retries=retries, **common)
         ran = client.submit(run_task, plan, staged, scratch=scratch, timeout=timeout, key=k_run,
-                            priority=priority, retries=retries, resources={RESOURCE: 1}, **where, **common)
+                            priority=priority, retries=retries, resources={RESOURCE: 1}, **common)
         checked = client.submit(validate_step, ran, plan, key=k_validate, priority=priority)
         done = client.submit(summarise_step, checked, str(root), key=k_summarise, priority=priority)
         futures.append(done)
     if detach:
         fire_and_forget(futures)
     return Batch(batch_id, root, plans, futures, skipped, client)
-
-
-def _slots(client) -> dict[str, int]:
-    """RAS slots of each worker that has any."""
-    try:
-        workers = client.scheduler_info(n_workers=-1).get("workers", {})  # all workers, not the first few
-    except TypeError:  # older distributed
-        workers = client.scheduler_info().get("workers", {})
-    return {addr: int(w.get("resources", {}).get(RESOURCE, 0)) for addr, w in workers.items()
-            if w.get("resources", {}).get(RESOURCE, 0) >= 1}
-
-
-def plan_placement(plans: list[Plan], expected: dict[str, float], slots: dict[str, int]) -> dict[str, str]:
-    """Longest-processing-time-first: each plan, longest first, to the worker whose
-    slots finish their queue soonest.
-
-    Dask sends every RAS task to a worker at once and knows only the average run time
-    of ``run-<project>`` tasks, so it cannot balance plans of mixed length. This
-    placement is a preference (``allow_other_workers=True``): Dask's work stealing
-    still moves queued plans to idle workers, and a worker that leaves takes none with it.
-    """
-    import heapq
-
-    heap = [(0.0, addr, i) for addr, n in slots.items() for i in range(n)]
-    heapq.heapify(heap)
-    out = {}
-    for plan in sorted(plans, key=lambda p: expected[p.key], reverse=True):
-        if not heap:
-            break
-        load, addr, i = heapq.heappop(heap)
-        out[plan.key] = addr
-        heapq.heappush(heap, (load + expected[plan.key], addr, i))
-    return out
 
 
 def _keys(plan: Plan, client, batch_id: str) -> tuple[str, str, str, str]:
@@ -302,6 +318,74 @@ def open_batch(results_dir: str | os.PathLike, batch: str | None = None) -> Batc
             plans.append(_Plan(entry["plan"], prj, title=entry.get("title", "")))
     skipped = [r for r in (records.load_result(root, *k.rsplit("-", 1)) for k in data.get("skipped", [])) if r]
     return Batch(data["batch"], root, plans, [], skipped, None)
+
+
+async def _set_slots(slots: int, root: str, state: str, reason: str, dask_worker=None) -> None:
+    if state == "in rotation":
+        dask_worker._hecras_failures_in_a_row = 0
+    name = str(dask_worker.name) if dask_worker.name is not None else dask_worker.address
+    records.write_worker(Path(root), name, {"worker": name, "address": dask_worker.address, "host": dask_worker.ip,
+                                            "state": state, "reason": reason,
+                                            "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    dask_worker.log_event("hecras", {"action": state, "worker": dask_worker.address, "reason": reason})
+    await dask_worker.set_resources(**{RESOURCE: slots})
+
+
+def restore(client, workers: list[str] | None = None, *, results_dir=None, slots: int = 1) -> None:
+    """Put workers (all by default) back into rotation with ``slots`` RAS slots."""
+    client.run(_set_slots, slots, str(results_root(results_dir)), "in rotation", "restored", workers=workers)
+
+
+def _move_waiting_runs(address: str, dask_scheduler=None) -> int:
+    """Move run tasks waiting on a worker without RAS slots to workers with a free one.
+
+    Dask neither places nor steals RAS tasks onto a worker without slots, but it leaves
+    those already sent there waiting forever. Work stealing's move protocol (the worker
+    confirms the task has not started) is an internal API, kept here.
+    """
+    stealing = dask_scheduler.extensions.get("stealing")
+    victim = dask_scheduler.workers.get(address)
+    if stealing is None or victim is None:
+        return 0
+    thieves = [ws for ws in dask_scheduler.workers.values()
+               if ws is not victim and ws.resources.get(RESOURCE, 0) >= 1]
+    moved = 0
+    for ts in list(victim.processing):
+        if not str(ts.key).startswith("run-") or ts in victim.executing or not thieves:
+            continue
+        thief = min(thieves, key=lambda ws: ws.occupancy)
+        stealing.move_task_request(ts, victim, thief)
+        moved += 1
+    return moved
+
+
+async def _retire_when_idle(dask_scheduler, address: str, poll: float) -> None:
+    import asyncio
+
+    while address in dask_scheduler.workers:
+        ws = dask_scheduler.workers[address]
+        if not any(str(ts.key).startswith("run-") for ts in ws.executing):
+            await dask_scheduler.retire_workers(workers=[address], close_workers=True)
+            return
+        await asyncio.sleep(poll)
+
+
+def _start_drain(address: str, poll: float, dask_scheduler=None) -> str:
+    import asyncio
+
+    asyncio.ensure_future(_retire_when_idle(dask_scheduler, address, poll))  # lives on the scheduler
+    return "draining"
+
+
+def drain(client, worker: str, *, results_dir=None, poll: float = 1.0) -> None:
+    """No new plans go to ``worker``; it retires when its running plan ends.
+
+    The waiting is done on the scheduler, so it goes on if this client closes.
+    Plans waiting on the worker move elsewhere when it retires.
+    """
+    client.run(_set_slots, 0, str(results_root(results_dir)), "draining", "drained by request", workers=[worker])
+    client.run_on_scheduler(_move_waiting_runs, worker)
+    client.run_on_scheduler(_start_drain, worker, poll)
 
 
 def _executing_runs(dask_scheduler) -> dict[str, str]:

@@ -77,10 +77,11 @@ def stage_step(plan: Plan, *, scratch: str | os.PathLike | None = None, results_
     try:
         return stage(plan, scratch)
     except ProjectError as e:
-        return _settle(_finish(_new_result(plan, engine, batch, root), reason=str(e)), root, raise_retryable=False)
+        result = _finish(_new_result(plan, engine, batch, root), reason=str(e), problem="input")
+        return _settle(result, root, raise_retryable=False)
     except OSError as e:  # disk full, share unreachable: another attempt may do better
         result = _finish(_new_result(plan, engine, batch, root),
-                         reason=f"staging failed on {socket.gethostname()}: {e}", retryable=True)
+                         reason=f"staging failed on {socket.gethostname()}: {e}", retryable=True, problem="staging")
         return _settle(result, root, raise_retryable=True)
 
 
@@ -119,7 +120,8 @@ def run_step(
         run = engine_.run(plan, staged.prj, staged.plan_file, log=log, timeout=timeout_s, cancel=cancel)
     except EngineNotFound as e:
         result.scratch = staged.run_dir
-        return _settle(_finish(result, reason=str(e), retryable=True), root, raise_retryable)
+        return _settle(_finish(result, reason=str(e), retryable=True, problem="engine-not-found"), root,
+                       raise_retryable)
     result.run_end = time.time()
     result.exit_code = run.exit_code
     result.run_seconds = run.seconds
@@ -128,7 +130,9 @@ def run_step(
     status, reason, retryable = _judge(run, v, timeout_s)
     if status != SUCCEEDED and config.get("keep-failed-scratch", True):
         result.scratch = staged.run_dir
-    _finish(result, status=status, reason=reason, retryable=retryable)
+    _finish(result, status=status, reason=reason, retryable=retryable,
+            problem="" if status == SUCCEEDED else "timeout" if run.process.timed_out
+            else "cancelled" if run.process.cancelled else "run")
     _land(result, staged, log, root)
     if result.scratch is None:
         remove(staged.run_dir)
@@ -218,8 +222,9 @@ def _judge(run: EngineRun, v: Validation, timeout: float | None) -> tuple[str, s
     return FAILED, reason, v.retryable
 
 
-def _finish(result: PlanResult, *, status: str = FAILED, reason: str, retryable: bool = False) -> PlanResult:
-    result.status, result.reason, result.retryable = status, reason, retryable
+def _finish(result: PlanResult, *, status: str = FAILED, reason: str, retryable: bool = False,
+            problem: str = "") -> PlanResult:
+    result.status, result.reason, result.retryable, result.problem = status, reason, retryable, problem
     result.finished = _now()
     return result
 

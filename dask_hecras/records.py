@@ -42,6 +42,7 @@ class PlanResult:
     run_seconds: float | None = None  # wall time of the engine process
     validation: str = ""  # validate()'s status: succeeded, failed, incomplete, corrupt, missing
     retryable: bool = False  # running again may help (cut short, not judged a failure)
+    problem: str = ""  # what kind of failure: input, staging, engine-not-found, timeout, cancelled, run
     host: str = field(default_factory=socket.gethostname)
     worker: str = ""  # the Dask worker, when run on a cluster
     attempt: int = 1
@@ -73,7 +74,7 @@ class PlanResult:
 
     def attempt_record(self) -> dict:
         return {"attempt": self.attempt, "host": self.host, "worker": self.worker, "status": self.status,
-                "validation": self.validation, "reason": self.reason, "seconds": self.run_seconds,
+                "validation": self.validation, "problem": self.problem, "reason": self.reason, "seconds": self.run_seconds,
                 "started": self.started, "finished": self.finished, "restaged": self.restaged,
                 "run_start": self.run_start, "run_end": self.run_end}
 
@@ -143,3 +144,16 @@ def read_batch(root: Path, batch: str | None = None) -> dict:
     if data is None:
         raise FileNotFoundError(f"no batch {batch!r} under {root} ({path} missing or unreadable)")
     return data
+
+
+def write_worker(root: Path, name: str, data: dict) -> Path:
+    """A worker's standing (e.g. taken out of rotation), for ``dask-hecras status``."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    path = Path(root) / ".workers" / f"{safe}.json"
+    write_json(path, data)
+    return path
+
+
+def read_workers(root: Path) -> list[dict]:
+    folder = Path(root) / ".workers"
+    return [d for d in (read_json(p) for p in sorted(folder.glob("*.json"))) if d] if folder.is_dir() else []

@@ -12,8 +12,9 @@ from distributed import Client, LocalCluster
 
 import dask_hecras
 from dask_hecras import Project
-from dask_hecras.batch import open_batch, running_plans, submit
+from dask_hecras.batch import drain, open_batch, restore, running_plans, submit
 from dask_hecras.examples import make_project
+from dask_hecras.records import read_workers
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +26,10 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture
-def client(cluster):
+def client(cluster, tmp_path):
     with Client(cluster) as c:
         yield c
+        restore(c, results_dir=tmp_path / "restore")  # a test may take workers out of rotation
 
 
 def project(tmp_path, n_plans, behaviour, name="Demo"):
@@ -140,3 +142,56 @@ def test_plain_client_map_works_as_written(client, tmp_path):
     exc = failed.exception()
     assert isinstance(exc, dask_hecras.RetryableFailure) and exc.result.attempt == 3
     assert len(exc.result.attempts) == 3
+
+
+def test_a_worker_without_hecras_is_taken_out_of_rotation(client, tmp_path):
+    """One worker finds no HEC-RAS; the other has a stand-in Ras.exe. Every plan still succeeds,
+    and the broken worker gets no more plans."""
+    import sys
+
+    import dask.config
+
+    from .test_ras_exe import fake_install
+
+    good_root, bad_root = tmp_path / "good", tmp_path / "bad"
+    fake_install(good_root, "6.6", script=f'#!/bin/sh\nexec "{sys.executable}" -m dask_hecras.fake_ras "$@"\n')
+    bad_root.mkdir()
+    bad, good = sorted(client.scheduler_info()["workers"])
+    client.run(lambda: dask.config.set({"hecras.ras-roots": [str(bad_root)]}) and None, workers=[bad])
+    client.run(lambda: dask.config.set({"hecras.ras-roots": [str(good_root)]}) and None, workers=[good])
+    prj = project(tmp_path, 4, {})
+    results = tmp_path / "results"
+    batch = submit(client, Project(prj).plans, engine="ras", results_dir=results, retries=2).wait(timeout=180)
+    assert all(r.ok for r in batch.results()), [r.reason for r in batch.results()]
+    good_name = str(client.scheduler_info()["workers"][good]["name"])
+    assert {r.worker for r in batch.results()} == {good_name}
+    slots = {a: w["resources"].get("RAS") for a, w in client.scheduler_info()["workers"].items()}
+    assert slots[bad] == 0 and slots[good] == 1
+    (standing,) = [w for w in read_workers(results) if w["address"] == bad]
+    assert standing["state"] == "out of rotation" and "not installed" in standing["reason"]
+    client.run(lambda: dask.config.set({"hecras.ras-roots": []}) and None)
+
+
+def test_drain_retires_a_worker_after_its_running_plan(tmp_path):
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, resources={"RAS": 1},
+                      dashboard_address=":0") as own, Client(own) as client:
+        prj = project(tmp_path, 4, {"p01": {"seconds": 4}, "p02": {"seconds": 1}, "p03": {"seconds": 1},
+                                    "p04": {"seconds": 1}})
+        results = tmp_path / "results"
+        batch = submit(client, Project(prj).plans, results_dir=results)
+        deadline = time.monotonic() + 60
+        victim = None
+        while victim is None and time.monotonic() < deadline:
+            victim = running_plans(client).get("run-Demo-p01")
+            time.sleep(0.1)
+        assert victim
+        drain(client, victim, results_dir=results)
+        batch.wait(timeout=180)
+        assert all(r.ok for r in batch.results())
+        p01 = next(r for r in batch.results() if r.plan_id == "p01")
+        assert len(p01.attempts) == 1, "the running plan was let finish, not restarted"
+        deadline = time.monotonic() + 30
+        while victim in client.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert victim not in client.scheduler_info()["workers"], "the drained worker retired"
+        assert [w["state"] for w in read_workers(results)] == ["draining"]
