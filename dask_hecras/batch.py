@@ -177,12 +177,24 @@ class Batch:
     skipped: list[PlanResult] = field(default_factory=list)  # succeeded earlier, still valid
     client: object = None
 
-    def wait(self, timeout: float | None = None) -> "Batch":
-        """Until every plan has ended (succeeded or failed)."""
-        if self.futures:
-            from distributed import wait
+    def wait(self, timeout: float | None = None, *, resubmit_lost: int = 2) -> "Batch":
+        """Until every plan has ended (succeeded or failed).
 
-            wait(self.futures, timeout=timeout)
+        Plans Dask gave up on because workers died under them (``KilledWorker``, e.g.
+        laptops that went to sleep) are submitted again, up to ``resubmit_lost`` times.
+        """
+        if not self.futures:
+            return self
+        from distributed import KilledWorker, wait
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for _ in range(resubmit_lost + 1):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait(self.futures, timeout=left)
+            lost = [f for f in self.futures if f.status == "error" and isinstance(f.exception(), KilledWorker)]
+            if not lost or self.client is None:
+                break
+            self.client.retry(lost)
         return self
 
     def results(self) -> list[PlanResult]:
@@ -420,7 +432,13 @@ def local_cluster(n_workers: int | None = None, *, threads_per_worker: int = 2, 
     kwargs.setdefault("processes", True)
     kwargs.setdefault("dashboard_address", ":8787")
     kwargs.setdefault("resources", {RESOURCE: 1})
-    return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **kwargs)
+    import dask
+
+    # Plans waiting on a worker that dies get a "suspicious" mark; tolerate more than
+    # Dask's default of 3 before giving up on them (the scheduler reads this at start).
+    allowed = max(10, int(dask.config.get("distributed.scheduler.allowed-failures", 3)))
+    with dask.config.set({"distributed.scheduler.allowed-failures": allowed}):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **kwargs)
 
 
 __all__ = ["submit", "Batch", "open_batch", "local_cluster", "estimates", "plan_work", "RESOURCE", "SUCCEEDED"]

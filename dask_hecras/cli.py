@@ -139,6 +139,13 @@ def status(results_dir: Path, batch_id: str | None) -> int:
                      str(len(r.attempts)), r.worker or r.host if r.attempts else "", _seconds(r.run_seconds),
                      r.reason if not r.ok else ""])
     _table(rows)
+    from .records import read_workers
+
+    standing = [w for w in read_workers(batch.results_dir) if w.get("state") != "in rotation"]
+    if standing:
+        print("\nWorkers not taking plans:")
+        _table([["worker", "state", "since", "reason"]] +
+               [[w["worker"], w["state"], w.get("since", ""), w.get("reason", "")] for w in standing])
     return 0
 
 
