@@ -195,3 +195,25 @@ def test_drain_retires_a_worker_after_its_running_plan(tmp_path):
             time.sleep(0.2)
         assert victim not in client.scheduler_info()["workers"], "the drained worker retired"
         assert [w["state"] for w in read_workers(results)] == ["draining"]
+
+
+def test_a_run_placed_away_from_its_staged_files_stages_them_itself(client, tmp_path):
+    """Dask may run the run task on another machine than the staging (stealing, a lost
+    worker): the run stages the plan again there and says so."""
+    import dataclasses
+
+    from dask_hecras.batch import run_task
+    from dask_hecras.pipeline import stage_step
+
+    prj = project(tmp_path, 2, {})
+    results = tmp_path / "results"
+    a, b = sorted(client.scheduler_info()["workers"])
+    plan, other = Project(prj).plans
+    staged = client.submit(stage_step, plan, results_dir=results, workers=[a], key="stage-here")
+    elsewhere = client.submit(lambda s: dataclasses.replace(s, host="another-pc"), staged, workers=[a])
+    ran = client.submit(run_task, plan, elsewhere, results_dir=str(results), workers=[b], resources={"RAS": 1})
+    r = ran.result(timeout=120)
+    assert r.ok and r.restaged and r.attempts[-1]["restaged"]
+    staged_here = client.submit(stage_step, other, results_dir=results, workers=[a])
+    same = client.submit(run_task, other, staged_here, results_dir=str(results), workers=[b], resources={"RAS": 1})
+    assert same.result(timeout=120).ok and not same.result().restaged  # same machine, same disk
