@@ -61,17 +61,59 @@ def _cancelled(key: str | None):
     return check
 
 
+def _event(plan_key: str, step: str, phase: str, **fields) -> None:
+    """Tell the scheduler (and the dashboard's plugin) how a plan's step is going."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    worker.log_event("hecras", {"action": "step", "plan": plan_key, "step": step, "phase": phase,
+                                "worker": worker.address, **fields})
+
+
+def _free_disk(path) -> int | None:
+    import shutil
+
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def stage_task(plan: Plan, **kwargs):
+    _event(plan.key, "stage", "started")
+    staged = stage_step(plan, **kwargs)
+    from .staging import scratch_root
+
+    _event(plan.key, "stage", "finished", free_disk=_free_disk(scratch_root(kwargs.get("scratch"))),
+           **({"status": staged.status, "reason": staged.reason} if isinstance(staged, PlanResult) else {}))
+    return staged
+
+
 def run_task(plan: Plan, staged, **kwargs) -> PlanResult:
     """The RAS-restricted task: the engine run, stopped if Dask cancels the task.
 
     A worker whose runs keep failing (or that has no HEC-RAS) is taken out of rotation.
     """
+    root = results_root(kwargs.get("results_dir"))
+    attempt = len(records.attempts(root, plan.project_name, plan.id, kwargs.get("batch", ""))) + 1
+    _event(plan.key, "run", "started", attempt=attempt)
     try:
         result = run_step(plan, staged, cancel=_cancelled(_current_key()), **kwargs)
     except RetryableFailure as e:
+        _event(plan.key, "run", "retrying", attempt=e.result.attempt, status="failed", reason=e.result.reason)
         _after_run(e.result, kwargs.get("results_dir"))
         raise
+    _event(plan.key, "run", "finished", attempt=result.attempt, status=result.status, reason=result.reason)
     _after_run(result, kwargs.get("results_dir"))
+    return result
+
+
+def summarise_task(result: PlanResult, results_dir) -> PlanResult:
+    result = summarise_step(result, results_dir)
+    _event(result.key, "summarise", "finished", status=result.status, reason=result.reason)
     return result
 
 
@@ -288,17 +330,19 @@ def submit(
                    "expected_seconds": expected.get(p.key)} for p in plans],
         "skipped": [r.key for r in skipped],
     })
+    client.log_event("hecras", {"action": "batch", "batch": batch_id, "plans": [
+        {"key": p.key, "title": p.title, "expected": expected[p.key]} for p in todo]})
     common = {"engine": engine, "results_dir": str(root), "batch": batch_id}
     futures = []
     for rank, plan in enumerate(todo):
         priority = len(todo) - rank  # higher runs first: longest expected first
         k_stage, k_run, k_validate, k_summarise = _keys(plan, client, batch_id)
-        staged = client.submit(stage_step, plan, scratch=scratch, key=k_stage, priority=priority,
+        staged = client.submit(stage_task, plan, scratch=scratch, key=k_stage, priority=priority,
                                retries=retries, **common)
         ran = client.submit(run_task, plan, staged, scratch=scratch, timeout=timeout, key=k_run,
                             priority=priority, retries=retries, resources={RESOURCE: 1}, **common)
         checked = client.submit(validate_step, ran, plan, key=k_validate, priority=priority)
-        done = client.submit(summarise_step, checked, str(root), key=k_summarise, priority=priority)
+        done = client.submit(summarise_task, checked, str(root), key=k_summarise, priority=priority)
         futures.append(done)
     if detach:
         fire_and_forget(futures)
@@ -417,7 +461,8 @@ def running_plans(client) -> dict[str, str]:
 
 def local_cluster(n_workers: int | None = None, *, threads_per_worker: int = 2, **kwargs):
     """A LocalCluster for running plans on this machine: each worker has ``RAS=1`` and a
-    spare thread for staging and summarising beside the run; the dashboard is on.
+    spare thread for staging and summarising beside the run; the dashboard is on, with
+    the HEC-RAS page at ``/hecras``.
 
     Workers default to one per 2 cores and per 4 GiB of memory (2D HEC-RAS uses
     several cores and a few GB per plan), at least one.
@@ -432,6 +477,9 @@ def local_cluster(n_workers: int | None = None, *, threads_per_worker: int = 2, 
     kwargs.setdefault("processes", True)
     kwargs.setdefault("dashboard_address", ":8787")
     kwargs.setdefault("resources", {RESOURCE: 1})
+    scheduler_kwargs = dict(kwargs.pop("scheduler_kwargs", None) or {})
+    scheduler_kwargs.setdefault("preload", ["dask_hecras.dashboard"])  # the /hecras page
+    kwargs["scheduler_kwargs"] = scheduler_kwargs
     import dask
 
     # Plans waiting on a worker that dies get a "suspicious" mark; tolerate more than
