@@ -218,23 +218,38 @@ def hecras_doc(scheduler, extra, doc) -> None:
     plugin = _plugin(scheduler)
     counts = Div(text="", sizing_mode="stretch_width", css_classes=["hecras-counts"])
     plan_cols = ["project", "plan", "title", "state", "worker", "attempt", "elapsed", "expected", "message"]
-    plans_src = ColumnDataSource({c: [] for c in plan_cols})
+    plans_src = ColumnDataSource({c: [] for c in plan_cols}, name="hecras-plans")
     state_fmt = HTMLTemplateFormatter(template='<span class="hecras-state" data-state="<%= value %>" '
                                                'style="color:<%= value == \'failed\' ? \'#e53935\' : '
                                                'value == \'succeeded\' ? \'#43a047\' : \'#1e88e5\' %>">'
                                                '<%= value %></span>')
+    widths = {"project": 110, "plan": 50, "title": 180, "state": 90, "worker": 170, "attempt": 60,
+              "elapsed": 70, "expected": 70, "message": 600}
     plans_table = DataTable(source=plans_src, sizing_mode="stretch_width", height=360, index_position=None,
-                            columns=[TableColumn(field=c, title=c, formatter=state_fmt) if c == "state"
-                                     else TableColumn(field=c, title=c) for c in plan_cols])
+                            columns=[TableColumn(field=c, title=c, width=widths[c],
+                                                 **({"formatter": state_fmt} if c == "state" else {}))
+                                     for c in plan_cols])
     worker_cols = ["name", "worker", "slots", "in_use", "versions", "free_disk", "cache", "standing", "reason"]
     workers_src = ColumnDataSource({c: [] for c in worker_cols})
+    worker_widths = {"name": 110, "worker": 170, "slots": 50, "in_use": 60, "versions": 120, "free_disk": 90,
+                     "cache": 80, "standing": 110, "reason": 500}
     workers_table = DataTable(source=workers_src, sizing_mode="stretch_width", height=160, index_position=None,
-                              columns=[TableColumn(field=c, title=c.replace("_", " ")) for c in worker_cols])
+                              columns=[TableColumn(field=c, title=c.replace("_", " "), width=worker_widths[c])
+                                       for c in worker_cols])
     runs_src = ColumnDataSource({"worker": [], "start": [], "end": [], "plan": [], "colour": []})
     timeline = figure(height=240, sizing_mode="stretch_width", x_axis_type="datetime", y_range=[""],
                       title="Plan runs per worker", tools="xpan,xwheel_zoom,reset",
                       tooltips=[("plan", "@plan"), ("worker", "@worker")])
     timeline.hbar(y="worker", left="start", right="end", height=0.7, color="colour", source=runs_src)
+
+    tick = [0]
+
+    def refresh(table) -> None:
+        # BokehJS redraws a DataTable when its CDSView changes, and the view changes only
+        # when the row count does: touching the view's tags redraws same-length updates
+        # too, keeping the reader's scroll position.
+        tick[0] += 1
+        table.view.tags = [tick[0]]
 
     def update() -> None:
         snap = plugin.snapshot()
@@ -243,23 +258,25 @@ def hecras_doc(scheduler, extra, doc) -> None:
             f'<span class="hecras-count" data-state="{s}" style="color:{_STATE_COLOURS[s]}">{s}: '
             f'<b>{snap["counts"].get(s, 0)}</b></span>' for s in order)
         plans = snap["plans"]
-        plans_src.data = {
+        plans_src.data.update({
             "project": [p["project"] for p in plans], "plan": [p["plan"] for p in plans],
             "title": [p["title"] for p in plans], "state": [p["state"] for p in plans],
             "worker": [p["worker"] for p in plans], "attempt": [p["attempt"] or "" for p in plans],
             "elapsed": [_fmt_seconds(p["elapsed"]) for p in plans],
             "expected": [_fmt_seconds(p["expected"]) for p in plans],
             "message": [(p["message"] or "")[:300] for p in plans],
-        }
+        })
+        refresh(plans_table)
         ws = snap["workers"]
-        workers_src.data = {
+        workers_src.data.update({
             "name": [w["name"] for w in ws], "worker": [w["worker"] for w in ws],
             "slots": [str(w["slots"] if w["slots"] is not None else "-") for w in ws],
             "in_use": [str(w["in_use"]) for w in ws], "versions": [w["versions"] or "-" for w in ws],
             "free_disk": [_fmt_bytes(w["free_disk"]) or "-" for w in ws],
             "cache": [_fmt_bytes(w["cache_bytes"]) or "-" for w in ws],
             "standing": [w["standing"] for w in ws], "reason": [w["reason"] for w in ws],
-        }
+        })
+        refresh(workers_table)
         now = snap["time"]
         runs = snap["runs"][-2000:]
         names = sorted({r["worker"] for r in runs}) or [""]

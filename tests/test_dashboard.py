@@ -1,0 +1,111 @@
+"""The HEC-RAS dashboard page and its JSON view, on a real LocalCluster, in a real browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from distributed import Client
+
+from dask_hecras import Project
+from dask_hecras.batch import local_cluster, submit
+from dask_hecras.dashboard import split_key
+from dask_hecras.examples import make_project
+
+from .conftest import REPO
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BEHAVIOUR = {"p01": {"seconds": 4}, "p02": {"seconds": 1.5, "outcome": "unstable"},
+             "p03": {"seconds": 0.5, "outcome": "crash"}, "p04": {"seconds": 1}}
+EXPECTED = {"p01": "succeeded", "p02": "failed", "p03": "failed", "p04": "succeeded"}
+
+
+@pytest.fixture
+def dashboard(tmp_path):
+    """A local cluster with the preload on, and a batch of fake plans running on it."""
+    prj = make_project(tmp_path / "project", n_plans=4, behaviour=BEHAVIOUR)
+    with local_cluster(2, dashboard_address="127.0.0.1:0",
+                       env={"DASK_HECRAS__SCRATCH": str(tmp_path / "scratch")}) as cluster, Client(cluster) as client:
+        base = client.dashboard_link.rsplit("/", 1)[0]
+        batch = submit(client, Project(prj).plans, results_dir=tmp_path / "results", retries=1)
+        yield base, batch
+
+
+def plans_json(base: str) -> dict:
+    with urllib.request.urlopen(f"{base}/hecras/api/plans.json", timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("application/json")
+        return json.load(r)
+
+
+def test_split_key():
+    assert split_key("run-Demo-p01") == ("run", "Demo-p01")
+    assert split_key("summarise-Big Study-x-p12-ab12cd") == ("summarise", "Big Study-x-p12")
+    assert split_key("finalize-abc") == (None, None)
+
+
+def test_json_view_follows_the_batch(dashboard):
+    base, batch = dashboard
+    seen: dict[str, set] = {}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = plans_json(base)
+        for p in state["plans"]:
+            seen.setdefault(p["plan"], set()).add(p["state"])
+        if {p["plan"]: p["state"] for p in state["plans"]} == EXPECTED:
+            break
+        time.sleep(0.3)
+    assert {p["plan"]: p["state"] for p in state["plans"]} == EXPECTED
+    assert "running" in seen["p01"], seen  # a 4 s plan is seen running
+    by_plan = {p["plan"]: p for p in state["plans"]}
+    assert "went unstable" in by_plan["p02"]["message"]
+    assert by_plan["p03"]["attempt"] == 2 and "code 157" in by_plan["p03"]["message"]
+    assert by_plan["p01"]["title"] == "10-year storm" and by_plan["p01"]["worker"].startswith("tcp://")
+    assert state["counts"] == {"succeeded": 2, "failed": 2}
+    assert sorted(w["slots"] for w in state["workers"]) == [1, 1]
+    assert all(w["free_disk"] > 0 for w in state["workers"])
+    assert {r["plan"] for r in state["runs"]} == {"Demo-p01", "Demo-p02", "Demo-p03", "Demo-p04"}
+    with urllib.request.urlopen(f"{base}/individual-plots.json", timeout=10) as r:
+        assert "/individual-hecras" in json.load(r).values()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_page_in_a_real_browser(dashboard):
+    from playwright.sync_api import sync_playwright
+
+    base, batch = dashboard
+    shots = REPO / "test-artifacts"
+    shots.mkdir(exist_ok=True)
+    seen: dict[str, set] = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{base}/hecras")
+        page.wait_for_selector(".slick-row", timeout=60_000)  # Bokeh's DataTable, inside shadow DOM
+        deadline = time.monotonic() + 120
+        rows: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            rows = {}
+            for row in page.locator(".slick-row").all_inner_texts():
+                cells = row.split("\n")
+                plan = next((c for c in cells if c in EXPECTED), None)
+                state = next((c for c in cells if c in ("queued", "staging", "running", "retrying", "validating",
+                                                           "summarising", "succeeded", "failed")), None)
+                if plan and state:
+                    rows[plan] = state
+                    seen.setdefault(plan, set()).add(state)
+            if rows == EXPECTED:
+                break
+            time.sleep(0.5)
+        page.screenshot(path=str(shots / "hecras-dashboard.png"), full_page=True)
+        counts = page.locator(".hecras-count").all_inner_texts()
+        browser.close()
+    assert rows == EXPECTED, (rows, seen)
+    assert any(s not in ("succeeded", "failed") for s in seen["p01"]), f"the page never showed p01 in progress: {seen}"
+    assert "succeeded: 2" in " ".join(counts) and "failed: 2" in " ".join(counts)
+    assert (shots / "hecras-dashboard.png").stat().st_size > 10_000
