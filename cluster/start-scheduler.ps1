@@ -3,4 +3,4 @@
 param([int]$Port = 8786, [int]$DashboardPort = 8787)
 $ErrorActionPreference = "Stop"
 $env:DASK_CONFIG = $PSScriptRoot
-dask scheduler --port $Port --dashboard-address ":$DashboardPort"
+dask scheduler --port $Port --dashboard-address ":$DashboardPort" --preload dask_hecras.dashboard

@@ -3,4 +3,4 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export DASK_CONFIG="$here"
-exec dask scheduler --port "${1:-8786}" --dashboard-address ":${2:-8787}"
+exec dask scheduler --port "${1:-8786}" --dashboard-address ":${2:-8787}" --preload dask_hecras.dashboard

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import dask.config
@@ -60,7 +61,7 @@ def scripted_cluster(tmp_path):
         c.wait_for_workers(1, timeout=60)
         info = c.scheduler_info()["workers"]
         assert [w["resources"] for w in info.values()] == [{"RAS": 1}]
-    yield address, env
+    yield address, env, f"http://127.0.0.1:{dash}"
     for p in reversed(procs):
         p.terminate()
     for p in procs:
@@ -71,7 +72,7 @@ def scripted_cluster(tmp_path):
 
 
 def test_cli_runs_on_the_scripted_cluster_attached_and_detached(scripted_cluster, demo, tmp_path):
-    address, env = scripted_cluster
+    address, env, dashboard = scripted_cluster
     exe = [str(Path(sys.executable).parent / "dask-hecras")]
     out = tmp_path / "out"
     r = subprocess.run(exe + ["run", str(demo), "--plans", "p01,p02", "--scheduler", address, "--results", str(out)],
@@ -89,5 +90,8 @@ def test_cli_runs_on_the_scripted_cluster_attached_and_detached(scripted_cluster
             break
         time.sleep(1)
     assert "4 succeeded" in s.stdout, s.stdout
+    with urllib.request.urlopen(f"{dashboard}/hecras/api/plans.json", timeout=10) as resp:  # the preload is on
+        states = {p["plan"]: p["state"] for p in json.load(resp)["plans"]}
+    assert states == {"p01": "succeeded", "p02": "succeeded", "p03": "succeeded", "p04": "succeeded"}
     saved = json.loads((out / "Demo" / "p04" / "result.json").read_text())
     assert saved["status"] == "succeeded" and saved["worker"] == socket.gethostname()
