@@ -87,7 +87,10 @@ def stage_task(plan: Plan, **kwargs):
     staged = stage_step(plan, **kwargs)
     from .staging import scratch_root
 
+    from .engines.ras import find_installs
+
     _event(plan.key, "stage", "finished", free_disk=_free_disk(scratch_root(kwargs.get("scratch"))),
+           versions=", ".join(i.label for i in find_installs()),
            **({"status": staged.status, "reason": staged.reason} if isinstance(staged, PlanResult) else {}))
     return staged
 

@@ -125,8 +125,12 @@ class HecrasPlugin(SchedulerPlugin):
     def _step(self, msg: dict) -> None:
         key, step, phase = msg.get("plan", ""), msg.get("step"), msg.get("phase")
         worker = msg.get("worker", "")
-        if step == "stage" and phase == "finished" and msg.get("free_disk") is not None:
-            self.workers.setdefault(worker, {})["free_disk"] = msg["free_disk"]
+        if step == "stage" and phase == "finished":
+            info = self.workers.setdefault(worker, {})
+            if msg.get("free_disk") is not None:
+                info["free_disk"] = msg["free_disk"]
+            if msg.get("versions") is not None:
+                info["versions"] = msg["versions"]
         if step == "run" and phase == "started":
             self._set(key, state="running", worker=worker, attempt=msg.get("attempt", 0), started=time.time(),
                       message="")

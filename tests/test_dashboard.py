@@ -109,3 +109,33 @@ def test_page_in_a_real_browser(dashboard):
     assert any(s not in ("succeeded", "failed") for s in seen["p01"]), f"the page never showed p01 in progress: {seen}"
     assert "succeeded: 2" in " ".join(counts) and "failed: 2" in " ".join(counts)
     assert (shots / "hecras-dashboard.png").stat().st_size > 10_000
+
+
+def test_plugin_state_machine_and_forgetting():
+    """The plugin on its own: events and transitions in, states out; finished plans forgotten."""
+    import dask.config
+
+    from dask_hecras.dashboard import HecrasPlugin
+
+    p = HecrasPlugin()
+    p.log_event("hecras", {"action": "batch", "batch": "b1", "plans": [
+        {"key": "Demo-p01", "title": "10-year", "expected": 60.0}, {"key": "Demo-p02", "title": "50-year"}]})
+    assert {k: v["state"] for k, v in p.plans.items()} == {"Demo-p01": "queued", "Demo-p02": "queued"}
+    p.log_event("hecras", {"action": "step", "plan": "Demo-p01", "step": "run", "phase": "started",
+                           "worker": "tcp://a:1", "attempt": 1})
+    assert p.plans["Demo-p01"]["state"] == "running" and p.plans["Demo-p01"]["worker"] == "tcp://a:1"
+    p.log_event("hecras", {"action": "step", "plan": "Demo-p01", "step": "run", "phase": "retrying",
+                           "worker": "tcp://a:1", "attempt": 1, "reason": "crashed"})
+    assert p.plans["Demo-p01"]["state"] == "retrying" and p.runs[-1]["end"] is not None
+    p.transition("summarise-Demo-p02", "processing", "erred", exception_text="KilledWorker")
+    assert p.plans["Demo-p02"]["state"] == "failed" and p.plans["Demo-p02"]["message"] == "KilledWorker"
+    p.log_event("hecras", {"action": "step", "plan": "Demo-p01", "step": "summarise", "phase": "finished",
+                           "status": "succeeded", "reason": "HEC-RAS 6.6 completed the run"})
+    assert p.plans["Demo-p01"]["state"] == "succeeded"
+    p.log_event("hecras", {"action": "out of rotation", "worker": "tcp://a:1", "reason": "no HEC-RAS"})
+    assert p.workers["tcp://a:1"]["standing"] == "out of rotation"
+    snap = p.snapshot()
+    assert snap["counts"] == {"succeeded": 1, "failed": 1}
+    with dask.config.set({"hecras.dashboard.forget-after": "0s"}):
+        p.log_event("hecras", {"action": "batch", "batch": "b2", "plans": [{"key": "Other-p01"}]})
+    assert list(p.plans) == ["Other-p01"], "finished plans of the earlier batch are forgotten"
