@@ -6,7 +6,6 @@ import json
 import shutil
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from distributed import Client
