@@ -23,6 +23,7 @@ from typing import Iterable
 from . import config, records
 from .pipeline import RetryableFailure, results_root, run_step, stage_step, summarise_step, validate_step
 from .project import Plan
+from .staging import mesh_cells
 from .records import FAILED, SUCCEEDED, PlanResult
 from .validation import validate
 
@@ -165,25 +166,13 @@ def take_out_of_rotation(worker, reason: str, root: Path, state: str = "out of r
 # --------------------------------------------------------------------------- estimates
 
 
-def _mesh_cells(plan: Plan) -> int:
-    import h5py
-
-    path = Path(str(plan.geometry_file) + ".hdf")
-    try:
-        with h5py.File(path, "r") as f:
-            table = f["Geometry/2D Flow Areas/Attributes"][()]
-            return int(table["Cell Count"].sum())
-    except (OSError, KeyError, ValueError):
-        return 0
-
-
 def plan_work(plan: Plan) -> float:
     """Work a plan implies: computation steps × (2D cells + 1000), from its files alone."""
     if plan.start and plan.end and plan.computation_interval and plan.computation_interval.total_seconds() > 0:
         steps = (plan.end - plan.start) / plan.computation_interval
     else:
         steps = 1000.0
-    return steps * (_mesh_cells(plan) + 1000)
+    return steps * (mesh_cells(plan) + 1000)
 
 
 def estimates(plans: list[Plan], root: Path) -> dict[str, float]:

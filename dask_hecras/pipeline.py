@@ -22,7 +22,8 @@ from . import config, records
 from .engines import EngineNotFound, EngineRun, get_engine
 from .project import Plan, ProjectError
 from .records import FAILED, SUCCEEDED, PlanResult
-from .staging import StagedPlan, remove, stage
+from .cache import file_sha256
+from .staging import StagedPlan, keep_failed, remove, stage
 from .summary import summarise, write_summary
 from .validation import Validation, validate
 
@@ -71,7 +72,7 @@ def _new_result(plan: Plan, engine: str, batch: str, root: Path) -> PlanResult:
 
 
 def stage_step(plan: Plan, *, scratch: str | os.PathLike | None = None, results_dir=None, engine: str = "fake",
-               batch: str = "") -> StagedPlan | PlanResult:
+               batch: str = "", raise_retryable: bool = True) -> StagedPlan | PlanResult:
     """Stage the plan's inputs on this machine; bad input gives a failed result, not an error."""
     root = results_root(results_dir)
     try:
@@ -82,7 +83,7 @@ def stage_step(plan: Plan, *, scratch: str | os.PathLike | None = None, results_
     except OSError as e:  # disk full, share unreachable: another attempt may do better
         result = _finish(_new_result(plan, engine, batch, root),
                          reason=f"staging failed on {socket.gethostname()}: {e}", retryable=True, problem="staging")
-        return _settle(result, root, raise_retryable=True)
+        return _settle(result, root, raise_retryable=raise_retryable)
 
 
 def run_step(
@@ -109,11 +110,14 @@ def run_step(
     timeout_s = config.timeout_seconds(timeout if timeout is not None else config.get("timeout"))
     result = _new_result(plan, engine_.name, batch, root)
     if staged is None or staged.host != result.host or not staged.prj.is_file():
-        again = stage_step(plan, scratch=scratch, results_dir=results_dir, engine=engine_.name, batch=batch)
+        again = stage_step(plan, scratch=scratch, results_dir=results_dir, engine=engine_.name, batch=batch,
+                           raise_retryable=raise_retryable)
         if isinstance(again, PlanResult):
             return again
         staged, result.restaged = again, staged is not None
 
+    result.bytes_copied, result.bytes_from_cache = staged.bytes_copied, staged.bytes_from_cache
+    result.staging_seconds = staged.seconds
     log = staged.run_dir / f"{plan.project_name}.{plan.id}.engine.log"
     result.run_start = time.time()
     try:
@@ -136,6 +140,8 @@ def run_step(
     _land(result, staged, log, root)
     if result.scratch is None:
         remove(staged.run_dir)
+    else:
+        keep_failed(staged.run_dir)
     return _settle(result, root, raise_retryable)
 
 
@@ -185,7 +191,8 @@ def run_plan(
     :class:`RetryableFailure` (so ``client.map(run_plan, ..., retries=2)`` retries
     it) unless ``raise_retryable=False``, which returns it as a failed result.
     """
-    staged = stage_step(plan, scratch=scratch, results_dir=results_dir, engine=engine, batch=batch)
+    staged = stage_step(plan, scratch=scratch, results_dir=results_dir, engine=engine, batch=batch,
+                        raise_retryable=raise_retryable)
     result = run_step(plan, staged, engine=engine, scratch=scratch, results_dir=results_dir, timeout=timeout,
                       batch=batch, cancel=cancel, raise_retryable=raise_retryable)
     return summarise_step(validate_step(result, plan), results_dir)
@@ -275,10 +282,17 @@ def _fill(result: PlanResult, staged: StagedPlan, log: Path, incoming: Path, fin
     copied: dict[str, Path] = {}
     for key, name in names.items():
         if (run_folder / name).is_file():
-            shutil.copy2(run_folder / name, incoming / name)
+            _copy_checked(run_folder / name, incoming / name)
             copied[key] = final / name
     if log.is_file():
-        shutil.copy2(log, incoming / log.name)
+        _copy_checked(log, incoming / log.name)
         result.log = final / log.name
     result.hdf = copied.get("hdf")
     result.folder = final
+
+
+def _copy_checked(source: Path, target: Path) -> None:
+    """Copy, then compare size and SHA-256: a damaged copy never lands."""
+    shutil.copy2(source, target)
+    if source.stat().st_size != target.stat().st_size or file_sha256(source) != file_sha256(target):
+        raise OSError(f"the copy of {source} to {target} does not match it (size or checksum)")

@@ -47,6 +47,9 @@ class PlanResult:
     worker: str = ""  # the Dask worker, when run on a cluster
     attempt: int = 1
     restaged: bool = False  # the run landed on a machine without the staged files and staged them itself
+    bytes_copied: int = 0  # staging: read from the project
+    bytes_from_cache: int = 0  # staging: linked from this machine's cache instead
+    staging_seconds: float | None = None
     scratch: Path | None = None  # run folder kept after a failure, for inspection
     batch: str = ""
     started: str = ""

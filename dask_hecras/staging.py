@@ -1,8 +1,10 @@
-"""Staging: copy a plan's input files from the project to a fresh local run folder.
+"""Staging: a plan's input files in a fresh run folder on this machine's local disk.
 
 HEC-RAS must run from local disk, and the source project (often on a network share)
 is never written to. The run folder mirrors the project's layout, so relative
-references (``.\\Terrain\\x.hdf``, ``..\\common\\x.dss``) resolve the same way.
+references (``.\\Terrain\\x.hdf``, ``..\\common\\x.dss``) resolve the same way. Big
+read-only inputs come from the machine's cache (``cache.py``): copied once, then
+hard-linked into each run folder. Files HEC-RAS writes to are always real copies.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config
-from .project import Plan
+from .cache import Cache, parse_bytes
+from .project import InputFile, Plan
+
+CACHED_ROLES = ("terrain", "dss", "restart")
+
+
+class InsufficientDisk(OSError):
+    """Too little free disk to stage and run a plan here; another machine may have room."""
 
 
 @dataclass(frozen=True)
@@ -29,9 +38,10 @@ class StagedPlan:
     prj: Path  # the project file inside run_dir
     plan_file: Path
     files: int
-    bytes_copied: int
+    bytes_copied: int  # read from the project (into the run folder or the cache)
     seconds: float
     host: str = ""  # the machine whose local disk holds run_dir
+    bytes_from_cache: int = 0  # linked from the cache, not read from the project
 
     @property
     def results_hdf(self) -> Path:
@@ -46,12 +56,57 @@ def scratch_root(scratch: str | os.PathLike | None = None) -> Path:
     return root
 
 
-def stage(plan: Plan, scratch: str | os.PathLike | None = None) -> StagedPlan:
-    """Copy every input of ``plan`` into a new folder under the scratch root."""
+def machine_cache(scratch: str | os.PathLike | None = None) -> Cache:
+    return Cache(config.get("cache") or scratch_root(scratch) / "cache")
+
+
+def mesh_cells(plan: Plan) -> int:
+    """Real 2D cells of the plan's geometry (0 if none or unreadable)."""
+    import h5py
+
+    try:
+        with h5py.File(Path(str(plan.geometry_file) + ".hdf"), "r") as f:
+            return int(f["Geometry/2D Flow Areas/Attributes"][()]["Cell Count"].sum())
+    except (OSError, KeyError, ValueError):
+        return 0
+
+
+def expected_results_bytes(plan: Plan) -> int:
+    """A rough size of the results HDF: water surface per cell and two face values per step."""
+    interval = plan.output_interval or plan.mapping_interval
+    steps = 100
+    if plan.start and plan.end and interval and interval.total_seconds() > 0:
+        steps = int((plan.end - plan.start) / interval) + 1
+    return 20 * 2**20 + steps * mesh_cells(plan) * 4 * 3
+
+
+def _cached(f: InputFile, size: int) -> bool:
+    return f.role in CACHED_ROLES or (f.read_only and size >= parse_bytes(config.get("cache-min-size", "64MB")))
+
+
+def _check_disk(root: Path, needed: int) -> None:
+    reserve = parse_bytes(config.get("disk-reserve", "1GB"))
+    free = shutil.disk_usage(root).free
+    if free < needed + reserve:
+        gib = 2**30
+        raise InsufficientDisk(
+            f"not enough free disk on {socket.gethostname()}: {root} has {free / gib:.1f} GiB free, the plan needs "
+            f"about {(needed + reserve) / gib:.1f} GiB (inputs and results {needed / gib:.1f} GiB "
+            f"+ hecras.disk-reserve {reserve / gib:.1f} GiB)")
+
+
+def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache | None | bool = None) -> StagedPlan:
+    """Put every input of ``plan`` into a new folder under the scratch root.
+
+    ``cache=False`` copies everything (no machine cache).
+    """
     started = time.monotonic()
     inputs = plan.inputs()  # raises ProjectError listing every missing file
+    root = scratch_root(scratch)
+    if cache is None or cache is True:
+        cache = machine_cache(scratch)
     project_dir = plan.folder
-    placed: list[tuple[Path, Path]] = []
+    placed: list[tuple[InputFile, Path, int]] = []
     depth = 0
     for f in inputs:
         try:
@@ -64,21 +119,31 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None) -> StagedPlan:
                 break
             ups += 1
         depth = max(depth, ups)
-        placed.append((f.path, rel))
+        placed.append((f, rel, f.path.stat().st_size))
+    _check_disk(root, sum(size for _, _, size in placed) + expected_results_bytes(plan))
     # Files referenced as ..\x sit above the project: nest the project deep enough
     # that they land inside the run folder, under the same names.
     anchor = project_dir
     for _ in range(depth):
         anchor = anchor.parent
-    run_dir = scratch_root(scratch) / f"{plan.key}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run_dir = root / f"{plan.key}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     project_in_run = run_dir / project_dir.relative_to(anchor) if depth else run_dir
     project_in_run.mkdir(parents=True)
-    copied = 0
-    for source, rel in placed:
+    copied = from_cache = 0
+    for f, rel, size in placed:
         target = Path(os.path.normpath(project_in_run / rel))
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)  # keeps file times: HEC-RAS compares them to decide what to recompute
-        copied += target.stat().st_size
+        if cache and _cached(f, size):
+            fetched = cache.fetch(f.path, target)
+            if fetched.hit:
+                from_cache += fetched.size
+            else:
+                copied += fetched.size
+        else:
+            shutil.copy2(f.path, target)  # keeps file times: HEC-RAS compares them to decide what to recompute
+            copied += size
+    if cache:
+        cache.evict()
     return StagedPlan(
         plan=plan,
         run_dir=run_dir,
@@ -88,8 +153,21 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None) -> StagedPlan:
         bytes_copied=copied,
         seconds=time.monotonic() - started,
         host=socket.gethostname(),
+        bytes_from_cache=from_cache,
     )
 
 
 def remove(run_dir: Path) -> None:
+    """Delete a run folder (its links to cache blobs go with it, freeing them for eviction)."""
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def keep_failed(run_dir: Path) -> None:
+    """Keep a failed run folder for inspection; beyond ``hecras.keep-failed-runs`` the oldest go."""
+    (run_dir / ".failed").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+    limit = int(config.get("keep-failed-runs", 5))
+    kept = sorted((p for p in run_dir.parent.iterdir() if (p / ".failed").exists()),
+                  key=lambda p: (p / ".failed").stat().st_mtime)
+    for old in kept[:-limit] if limit > 0 else kept:
+        if old != run_dir:
+            remove(old)

@@ -52,7 +52,7 @@ def test_success_lands_results_and_summary(demo, results, tmp_path):
     ds = xr.open_dataset(r.summary, engine="h5netcdf")
     assert ds.attrs["plan_id"] == "p02" and ds.attrs["plan_name"] == "50-year storm"
     assert ds.sizes["cell"] == 600 and (ds["max_water_surface"] >= ds["min_water_surface"]).all()
-    assert not list((tmp_path / "scratch").iterdir()), "scratch removed after success"
+    assert [p.name for p in (tmp_path / "scratch").iterdir()] == ["cache"], "run folder removed after success"
 
 
 def test_hang_with_timeout_leaves_no_process(demo, results, tmp_path):

@@ -1,0 +1,157 @@
+"""The per-machine cache of big inputs, disk checks, and safe copy-back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import dask.config
+import pytest
+
+from dask_hecras import Project, RetryableFailure, run_plan
+from dask_hecras.cache import Cache, file_sha256
+from dask_hecras.staging import remove, stage
+
+
+def big_file(path: Path, mib: int, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes((i * 7 + seed) % 251 for i in range(256)) * (4096 * mib))
+    return path
+
+
+def test_cache_miss_then_hit_links_read_only_inputs_and_copies_the_rest(demo, tmp_path):
+    project = Project(demo)
+    first, second = stage(project.plan("p01")), stage(project.plan("p02"))
+    terrain = [p for p in (demo.parent / "Terrain").iterdir() if p.name.startswith("Terrain.")]
+    terrain_bytes = sum(p.stat().st_size for p in terrain)
+    total = sum(p.stat().st_size for p in project.plan("p01").input_files())
+    assert first.bytes_copied == total and first.bytes_from_cache == 0
+    assert second.bytes_from_cache == terrain_bytes  # the warm stage reads only plan files
+    assert second.bytes_copied == sum(p.stat().st_size for p in project.plan("p02").input_files()) - terrain_bytes
+    for staged in (first, second):
+        run_terrain = staged.prj.parent / "Terrain" / "Terrain.demo.tif"
+        assert run_terrain.stat().st_nlink >= 2, "terrain is a hard link to the cache blob"
+        assert not os.access(run_terrain, os.W_OK) or os.geteuid() == 0  # read-only blob (root may write anyway)
+        assert run_terrain.read_bytes() == (demo.parent / "Terrain" / "Terrain.demo.tif").read_bytes()
+        for name in ("Demo.prj", "Demo.g01.hdf", "Demo.rasmap", staged.plan_file.name):
+            assert (staged.prj.parent / name).stat().st_nlink == 1, f"{name} HEC-RAS may write: a real copy"
+    assert first.prj.parent.joinpath("Terrain/Terrain.demo.tif").stat().st_ino == \
+        second.prj.parent.joinpath("Terrain/Terrain.demo.tif").stat().st_ino
+    # file times survive the cache (HEC-RAS compares terrain dates)
+    src = demo.parent / "Terrain" / "Terrain.hdf"
+    assert (second.prj.parent / "Terrain" / "Terrain.hdf").stat().st_mtime_ns == src.stat().st_mtime_ns
+
+
+def test_eviction_least_recently_used_under_the_cap(tmp_path):
+    cache = Cache(tmp_path / "cache", cap=10 * 2**20)
+    files = [big_file(tmp_path / "src" / f"t{i}.tif", 4, seed=i) for i in range(3)]
+    cache.fetch(files[0])
+    cache.fetch(files[1])
+    cache.fetch(files[0])  # t0 used again: t1 is now the least recently used
+    cache.fetch(files[2])
+    cache.wait()
+    assert cache.size() == 12 * 2**20
+    assert cache.evict() == 4 * 2**20 and cache.size() <= cache.cap
+    assert cache.fetch(files[1]).hit is False  # t1 went
+    assert cache.fetch(files[0]).hit is True
+
+
+def test_a_blob_in_use_survives_eviction(tmp_path):
+    cache = Cache(tmp_path / "cache", cap=0)
+    src = big_file(tmp_path / "src" / "terrain.tif", 2)
+    run_copy = tmp_path / "run" / "terrain.tif"
+    run_copy.parent.mkdir()
+    cache.fetch(src, run_copy)
+    cache.wait()
+    assert cache.evict() == 0 and cache.size() == 2 * 2**20, "linked into a run folder: kept"
+    run_copy.unlink()  # the run folder goes
+    assert cache.evict() == 2 * 2**20 and cache.size() == 0
+
+
+def test_concurrent_staging_of_one_file_copies_it_once(tmp_path):
+    src = big_file(tmp_path / "src" / "terrain.tif", 8)
+    root = tmp_path / "cache"
+    results, errors = [], []
+
+    def fetch(i):
+        try:
+            target = tmp_path / f"run{i}" / "terrain.tif"
+            target.parent.mkdir()
+            results.append(Cache(root).fetch(src, target).hit)
+        except Exception as e:  # pragma: no cover - shown by the assert
+            errors.append(e)
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(4)]
+    code = ("import sys; from pathlib import Path; from dask_hecras.cache import Cache;"
+            "t = Path(sys.argv[2]); t.parent.mkdir(); print(Cache(sys.argv[1]).fetch(Path(sys.argv[3]), t).hit)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(root), str(tmp_path / f"proc{i}" / "t.tif"), str(src)],
+                              stdout=subprocess.PIPE, text=True) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results += [p.communicate(timeout=60)[0].strip() == "True" for p in procs]
+    assert not errors and sorted(results) == [False, True, True, True, True, True], "one copy, five hits"
+    Cache(root).wait()
+    inodes = {p.stat().st_ino for p in tmp_path.glob("*/t*.tif") if p.parent.name != "src"}
+    assert len(inodes) == 1, "every run folder links the one blob"
+
+
+def test_damaged_blob_is_detected_and_copied_again(tmp_path):
+    cache = Cache(tmp_path / "cache")
+    src = big_file(tmp_path / "src" / "terrain.tif", 3)
+    blob = cache.fetch(src).blob
+    cache.wait()
+    blob = next(p for p in (tmp_path / "cache" / "blobs").iterdir())
+    assert blob.name == file_sha256(src), "named by its content once hashed"
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as f:
+        f.write(b"\x00" * 16)
+    again = cache.fetch(src)
+    assert again.hit is False and again.blob.read_bytes() == src.read_bytes()
+
+
+def test_too_little_disk_is_a_retryable_failure_naming_machine_folder_and_space(demo, results, tmp_path):
+    import socket
+
+    with dask.config.set({"hecras.disk-reserve": "1PB"}), pytest.raises(RetryableFailure) as e:
+        run_plan(Project(demo).plan("p01"), results_dir=results)
+    reason = e.value.result.reason
+    assert socket.gethostname() in reason and str(tmp_path / "scratch") in reason and "GiB" in reason
+    assert e.value.result.problem == "staging"
+
+
+def test_run_records_staging_figures(demo, results):
+    project = Project(demo)
+    a = run_plan(project.plan("p01"), results_dir=results)
+    b = run_plan(project.plan("p02"), results_dir=results)
+    assert a.bytes_copied > 0 and a.bytes_from_cache == 0 and a.staging_seconds > 0
+    assert b.bytes_from_cache > 0 and b.bytes_copied < a.bytes_copied
+    saved = json.loads((b.folder / "result.json").read_text())
+    assert saved["bytes_from_cache"] == b.bytes_from_cache
+
+
+def test_a_damaged_copy_back_never_lands(demo, results, monkeypatch):
+    import dask_hecras.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "file_sha256", lambda p: os.urandom(8).hex())  # every check fails
+    with pytest.raises(OSError, match="does not match"):
+        run_plan(Project(demo).plan("p01"), results_dir=results)
+    assert [p.name for p in (results / "Demo").iterdir() if p.name != ".attempts"] == [], "no partial result"
+
+
+def test_failed_run_folders_are_kept_within_a_cap(demo, results, tmp_path):
+    (demo.parent / "fake-ras.json").write_text(json.dumps({p: {"seconds": 0.1, "outcome": "crash"}
+                                                         for p in ("p01", "p02", "p03")}))
+    kept = []
+    with dask.config.set({"hecras.keep-failed-runs": 2}):
+        for pid in ("p01", "p02", "p03"):
+            kept.append(run_plan(Project(demo).plan(pid), results_dir=results, raise_retryable=False).scratch)
+    left = sorted(p for p in (tmp_path / "scratch").iterdir() if (p / ".failed").exists())
+    assert left == sorted(kept[1:]), "the oldest failed run folder went"
+    assert kept[-1].is_dir() and not kept[0].exists()
+    remove(kept[1])
