@@ -89,9 +89,11 @@ def stage_task(plan: Plan, **kwargs):
     from .staging import scratch_root
 
     from .engines.ras import find_installs
+    from .staging import machine_cache
 
     _event(plan.key, "stage", "finished", free_disk=_free_disk(scratch_root(kwargs.get("scratch"))),
            versions=", ".join(i.label for i in find_installs()),
+           cache_bytes=machine_cache(kwargs.get("scratch")).size(),
            **({"status": staged.status, "reason": staged.reason} if isinstance(staged, PlanResult) else {}))
     return staged
 

@@ -161,8 +161,9 @@ class Cache:
                 blob = self.root / "blobs" / entry["blob"]
                 try:
                     if blob.stat().st_size == entry["size"] and sample_hash(blob, entry["size"]) == entry["sample"]:
-                        entry["used"] = time.time()  # least recently used goes first
-                        self._write(fp, entry)
+                        if time.time() - entry.get("used", 0.0) > 60:  # least recently used goes first;
+                            entry["used"] = time.time()  # a minute's precision spares a write per hit
+                            self._write(fp, entry)
                         if target is not None:
                             try:
                                 link_or_copy(blob, target)

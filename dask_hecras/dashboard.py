@@ -129,8 +129,9 @@ class HecrasPlugin(SchedulerPlugin):
             info = self.workers.setdefault(worker, {})
             if msg.get("free_disk") is not None:
                 info["free_disk"] = msg["free_disk"]
-            if msg.get("versions") is not None:
-                info["versions"] = msg["versions"]
+            for field in ("versions", "cache_bytes"):
+                if msg.get(field) is not None:
+                    info[field] = msg[field]
         if step == "run" and phase == "started":
             self._set(key, state="running", worker=worker, attempt=msg.get("attempt", 0), started=time.time(),
                       message="")

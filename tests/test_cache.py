@@ -49,8 +49,20 @@ def test_cache_miss_then_hit_links_read_only_inputs_and_copies_the_rest(demo, tm
 def test_eviction_least_recently_used_under_the_cap(tmp_path):
     cache = Cache(tmp_path / "cache", cap=10 * 2**20)
     files = [big_file(tmp_path / "src" / f"t{i}.tif", 4, seed=i) for i in range(3)]
+    import json as _json
+
+    def age(path, seconds):  # pretend the entry was last used `seconds` ago
+        from dask_hecras.cache import fingerprint
+
+        index = tmp_path / "cache" / "index" / f"{fingerprint(path)}.json"
+        entry = _json.loads(index.read_text())
+        entry["used"] -= seconds
+        index.write_text(_json.dumps(entry))
+
     cache.fetch(files[0])
     cache.fetch(files[1])
+    age(files[0], 300)
+    age(files[1], 200)
     cache.fetch(files[0])  # t0 used again: t1 is now the least recently used
     cache.fetch(files[2])
     cache.wait()

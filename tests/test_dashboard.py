@@ -65,7 +65,7 @@ def test_json_view_follows_the_batch(dashboard):
     assert by_plan["p01"]["title"] == "10-year storm" and by_plan["p01"]["worker"].startswith("tcp://")
     assert state["counts"] == {"succeeded": 2, "failed": 2}
     assert sorted(w["slots"] for w in state["workers"]) == [1, 1]
-    assert all(w["free_disk"] > 0 for w in state["workers"])
+    assert all(w["free_disk"] > 0 and w["cache_bytes"] > 0 for w in state["workers"])
     assert {r["plan"] for r in state["runs"]} == {"Demo-p01", "Demo-p02", "Demo-p03", "Demo-p04"}
     with urllib.request.urlopen(f"{base}/individual-plots.json", timeout=10) as r:
         assert "/individual-hecras" in json.load(r).values()
