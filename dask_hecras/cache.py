@@ -249,13 +249,25 @@ class Cache:
 
     # --- size -------------------------------------------------------------------------
 
+    def _blobs(self) -> dict[Path, int]:
+        """Blob → size. Blobs are renamed by the background hashing: one may vanish while listed."""
+        out = {}
+        for p in (self.root / "blobs").iterdir():
+            if not p.name.startswith("."):
+                try:
+                    out[p] = p.stat().st_size
+                except FileNotFoundError:
+                    pass
+        return out
+
     def size(self) -> int:
-        return sum(p.stat().st_size for p in (self.root / "blobs").iterdir() if not p.name.startswith("."))
+        return sum(self._blobs().values())
 
     def evict(self) -> int:
         """Remove least recently used blobs not in use until the cache is under its cap."""
-        blobs = [p for p in (self.root / "blobs").iterdir() if not p.name.startswith(".")]
-        total = sum(p.stat().st_size for p in blobs)
+        sizes = self._blobs()
+        blobs = list(sizes)
+        total = sum(sizes.values())
         freed = 0
         if total <= self.cap:
             return 0
@@ -271,9 +283,9 @@ class Cache:
         for blob in sorted(blobs, key=lambda p: used.get(p.name, 0.0)):
             if total <= self.cap:
                 break
-            if self._in_use(blob):
+            if self._in_use(blob) or not blob.exists():
                 continue
-            size = blob.stat().st_size
+            size = sizes[blob]
             for index in by_blob.get(blob.name, []):
                 index.unlink(missing_ok=True)
             if _remove(blob):

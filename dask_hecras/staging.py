@@ -49,8 +49,16 @@ class StagedPlan:
 
 
 def scratch_root(scratch: str | os.PathLike | None = None) -> Path:
-    """``scratch``, else ``hecras.scratch``, else ``<system temp>/dask-hecras``."""
-    root = scratch or config.get("scratch") or Path(tempfile.gettempdir()) / "dask-hecras"
+    """``scratch``, else ``hecras.scratch``, else ``hecras/`` in the Dask worker's local
+    directory (outside a worker: ``<system temp>/dask-hecras``)."""
+    root = scratch or config.get("scratch")
+    if not root:
+        try:
+            from distributed import get_worker
+
+            root = Path(get_worker().local_directory) / "hecras"
+        except (ImportError, ValueError):
+            root = Path(tempfile.gettempdir()) / "dask-hecras"
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     return root

@@ -217,3 +217,17 @@ def test_a_run_placed_away_from_its_staged_files_stages_them_itself(client, tmp_
     staged_here = client.submit(stage_step, other, results_dir=results, workers=[a])
     same = client.submit(run_task, other, staged_here, results_dir=str(results), workers=[b], resources={"RAS": 1})
     assert same.result(timeout=120).ok and not same.result().restaged  # same machine, same disk
+
+
+def _default_scratch(dask_worker=None):
+    import dask.config
+
+    from dask_hecras.staging import scratch_root
+
+    with dask.config.set({"hecras.scratch": None}):
+        return str(scratch_root()), dask_worker.local_directory
+
+
+def test_scratch_defaults_to_the_workers_local_directory(client):
+    for root, local in client.run(_default_scratch).values():
+        assert root == os.path.join(local, "hecras")
