@@ -219,15 +219,17 @@ def test_a_run_placed_away_from_its_staged_files_stages_them_itself(client, tmp_
     assert same.result(timeout=120).ok and not same.result().restaged  # same machine, same disk
 
 
-def _default_scratch(dask_worker=None):
+def _default_scratch():
     import dask.config
+    from distributed import get_worker
 
     from dask_hecras.staging import scratch_root
 
     with dask.config.set({"hecras.scratch": None}):
-        return str(scratch_root()), dask_worker.local_directory
+        return str(scratch_root()), get_worker().local_directory
 
 
 def test_scratch_defaults_to_the_workers_local_directory(client):
-    for root, local in client.run(_default_scratch).values():
+    for addr in client.scheduler_info()["workers"]:
+        root, local = client.submit(_default_scratch, workers=[addr], pure=False).result(timeout=60)
         assert root == os.path.join(local, "hecras")
