@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("status", help="a batch's table from what is on disk")
     st.add_argument("results", type=Path, help="the results folder of the batch")
     st.add_argument("--batch", default=None, help="batch id (default: the latest)")
+    certs = sub.add_parser("certs", help="make a CA and scheduler, worker and client certificates for mutual TLS")
+    certs.add_argument("folder", type=Path)
+    certs.add_argument("--host", action="append", default=[], help="a name or address of the scheduler (repeat)")
     demo = sub.add_parser("demo", help="make the demo project in a temporary folder and run it on a local cluster")
     demo.add_argument("--plans", type=int, default=8, help="number of plans (default 8)")
     demo.add_argument("--results", type=Path, default=None, help="results folder (default: beside the demo project)")
@@ -174,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from .pipeline import results_root
 
+    if args.command == "certs":
+        from .certs import make_certs
+
+        made = make_certs(args.folder, args.host)
+        print("\n".join(f"{role:>9}: {path}" for role, path in made.items()))
+        print(f"Keep {args.folder / 'ca-key.pem'} safe and off the workers: it admits new members.")
+        return 0
     if args.command == "status":
         return status(results_root(args.results), args.batch)
     if args.command == "run":
