@@ -106,12 +106,25 @@ def run_task(plan: Plan, staged, **kwargs) -> PlanResult:
     root = results_root(kwargs.get("results_dir"))
     attempt = len(records.attempts(root, plan.project_name, plan.id, kwargs.get("batch", ""))) + 1
     _event(plan.key, "run", "started", attempt=attempt)
+    from . import owner
+
+    key = _current_key()
+    cancelled = _cancelled(key)
+
+    def on_start(pid: int) -> None:
+        if key is not None:
+            owner.RUNNING[key] = pid  # the owner policy may suspend or stop it
+
     try:
-        result = run_step(plan, staged, cancel=_cancelled(_current_key()), **kwargs)
+        result = run_step(plan, staged, cancel=lambda: cancelled() or key in owner.REQUEUE, on_start=on_start,
+                          **kwargs)
     except RetryableFailure as e:
         _event(plan.key, "run", "retrying", attempt=e.result.attempt, status="failed", reason=e.result.reason)
         _after_run(e.result, kwargs.get("results_dir"))
         raise
+    finally:
+        owner.RUNNING.pop(key, None)
+        owner.REQUEUE.discard(key)
     _event(plan.key, "run", "finished", attempt=result.attempt, status=result.status, reason=result.reason)
     _after_run(result, kwargs.get("results_dir"))
     return result
@@ -130,6 +143,8 @@ def _after_run(result: PlanResult, results_dir) -> None:
         worker = get_worker()
     except (ImportError, ValueError):
         return
+    if result.problem == "cancelled":
+        return  # stopped on purpose (the owner came back, the client cancelled): no verdict on the machine
     if result.ok or result.problem in ("input", "") or result.validation == "failed":
         worker._hecras_failures_in_a_row = 0  # a success, or the model's fault, not the machine's
         return
@@ -378,7 +393,9 @@ async def _set_slots(slots: int, root: str, state: str, reason: str, dask_worker
                                             "state": state, "reason": reason,
                                             "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
     dask_worker.log_event("hecras", {"action": state, "worker": dask_worker.address, "reason": reason})
-    await dask_worker.set_resources(**{RESOURCE: slots})
+    from .owner import set_slots
+
+    await set_slots(dask_worker, slots)
 
 
 def restore(client, workers: list[str] | None = None, *, results_dir=None, slots: int = 1) -> None:

@@ -97,6 +97,7 @@ def run_step(
     batch: str = "",
     cancel: Callable[[], bool] | None = None,
     raise_retryable: bool = True,
+    on_start: Callable[[int], None] | None = None,
 ) -> PlanResult:
     """Run the engine on a staged plan, judge the run, copy its results back.
 
@@ -121,7 +122,8 @@ def run_step(
     log = staged.run_dir / f"{plan.project_name}.{plan.id}.engine.log"
     result.run_start = time.time()
     try:
-        run = engine_.run(plan, staged.prj, staged.plan_file, log=log, timeout=timeout_s, cancel=cancel)
+        run = engine_.run(plan, staged.prj, staged.plan_file, log=log, timeout=timeout_s, cancel=cancel,
+                          on_start=on_start)
     except EngineNotFound as e:
         result.scratch = staged.run_dir
         return _settle(_finish(result, reason=str(e), retryable=True, problem="engine-not-found"), root,

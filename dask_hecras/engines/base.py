@@ -60,9 +60,11 @@ class Engine:
         log: Path,
         timeout: float | None = None,
         cancel: Callable[[], bool] | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> EngineRun:
         command = self.command(prj, plan_file, plan)
         process = run_process(
-            command, cwd=prj.parent, log=log, timeout=timeout, cancel=cancel, env=self.environment(plan)
+            command, cwd=prj.parent, log=log, timeout=timeout, cancel=cancel, env=self.environment(plan),
+            on_start=on_start,
         )
         return EngineRun(self.name, tuple(command), process, self.version_for(plan))

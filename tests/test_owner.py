@@ -1,0 +1,136 @@
+"""The owner policy: colleagues come first. Decisions with injected idle time and CPU load."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import pytest
+from distributed import Client, LocalCluster
+
+from dask_hecras import Project
+from dask_hecras.batch import submit
+from dask_hecras.examples import make_project
+from dask_hecras.owner import OwnerPlugin, OwnerPolicy
+
+DAY = datetime(2026, 11, 23, 10, 30)  # a Monday morning
+NIGHT = datetime(2026, 11, 23, 23, 15)
+
+
+@pytest.mark.parametrize("idle,cpu,now,may_start,action,words", [
+    (30, 5, DAY, False, "suspend", "owner is active"),
+    (3600, 5, DAY, True, "run", "owner is away"),
+    (3600, 80, DAY, False, "suspend", "80% of the CPU"),
+    (30, 80, NIGHT, True, "run", "night window"),
+    (None, 5, DAY, True, "run", "no interactive owner"),
+    (30, 5, datetime(2026, 11, 23, 6, 59), True, "run", "night window"),
+    (30, 5, datetime(2026, 11, 23, 7, 0), False, "suspend", "owner is active"),
+])
+def test_policy_decisions(idle, cpu, now, may_start, action, words):
+    d = OwnerPolicy(idle_minutes=15, cpu_percent=30, night="19:00-07:00", on_return="suspend").decide(idle, cpu, now)
+    assert (d.may_start, d.action) == (may_start, action) and words in d.reason
+
+
+def test_policy_from_config_checks_the_rule():
+    import dask.config
+
+    with dask.config.set({"hecras.owner.on-return": "explode"}), pytest.raises(ValueError, match="on-return"):
+        OwnerPolicy.from_config()
+
+
+class FileIdle:
+    """Idle seconds read from a file the test writes: the owner at the keyboard, or not."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __call__(self):
+        return float(Path(self.path).read_text())
+
+
+class NoLoad:
+    def __call__(self):
+        return 0.0
+
+
+def set_idle(path: Path, seconds: float) -> None:
+    path.write_text(str(seconds))
+
+
+def engine_processes(tmp_path) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "dask_hecras.fake_ras" in cmd and str(tmp_path) in cmd:
+            out.append(p)
+    return out
+
+
+@pytest.fixture
+def owned_cluster(tmp_path):
+    idle = tmp_path / "idle"
+    set_idle(idle, 0)  # the owner is at the keyboard
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, resources={"RAS": 1},
+                      dashboard_address=":0", env={"DASK_HECRAS__SCRATCH": str(tmp_path / "scratch")}) as cluster, \
+            Client(cluster) as client:
+        yield client, idle
+
+
+def ras_slots(client) -> int:
+    (w,) = client.scheduler_info()["workers"].values()
+    return w["resources"].get("RAS")
+
+
+def wait_for(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_no_plans_while_the_owner_works_and_suspend_on_return(owned_cluster, tmp_path):
+    client, idle = owned_cluster
+    policy = OwnerPolicy(idle_minutes=10, cpu_percent=90, night=None, on_return="suspend")
+    client.register_plugin(OwnerPlugin(policy, interval=0.3, idle_seconds=FileIdle(idle), cpu_percent=NoLoad()))
+    assert wait_for(lambda: ras_slots(client) == 0), "the owner is active: no RAS slot"
+    prj = make_project(tmp_path / "project", n_plans=1, behaviour={"p01": {"seconds": 4}})
+    batch = submit(client, Project(prj).plans, results_dir=tmp_path / "results")
+    time.sleep(2)
+    assert not engine_processes(tmp_path), "no plan starts while the owner works"
+    set_idle(idle, 3600)  # the owner goes home
+    assert wait_for(lambda: len(engine_processes(tmp_path)) >= 2), "the plan starts once the owner is away"
+    set_idle(idle, 0)  # ... and comes back for a forgotten umbrella
+    assert wait_for(lambda: all(p.status() == psutil.STATUS_STOPPED for p in engine_processes(tmp_path))), \
+        "Ras.exe's process tree is suspended"
+    time.sleep(1.5)
+    set_idle(idle, 3600)
+    batch.wait(timeout=120)
+    (r,) = batch.results()
+    assert r.ok and r.run_seconds > 4 + 1.0, "the run was paused, then finished"
+    events = [e for _, e in client.get_events("hecras") if e.get("action") == "owner"]
+    assert [e["decision"] for e in events][:4] == ["no new plans", "takes plans", "no new plans", "suspended"]
+
+
+def test_requeue_stops_the_run_and_it_runs_again(owned_cluster, tmp_path):
+    client, idle = owned_cluster
+    set_idle(idle, 3600)
+    policy = OwnerPolicy(idle_minutes=10, cpu_percent=90, night=None, on_return="requeue")
+    client.register_plugin(OwnerPlugin(policy, interval=0.3, idle_seconds=FileIdle(idle), cpu_percent=NoLoad()))
+    prj = make_project(tmp_path / "project", n_plans=1, behaviour={"p01": {"seconds": 4}})
+    batch = submit(client, Project(prj).plans, results_dir=tmp_path / "results", retries=2)
+    assert wait_for(lambda: len(engine_processes(tmp_path)) >= 2)
+    set_idle(idle, 0)  # the owner is back: stop the run
+    assert wait_for(lambda: not engine_processes(tmp_path)), "the run was stopped, its whole tree killed"
+    time.sleep(1)
+    set_idle(idle, 3600)
+    batch.wait(timeout=120)
+    (r,) = batch.results()
+    assert r.ok and [a["status"] for a in r.attempts] == ["failed", "succeeded"]
+    assert "Cancelled" in r.attempts[0]["reason"]
+    saved = json.loads((tmp_path / "results" / "Demo" / "p01" / "result.json").read_text())
+    assert saved["status"] == "succeeded"
