@@ -55,7 +55,8 @@ def _resources(client) -> dict:
 
 
 def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Path, timeout: str | None,
-              retries: int, scheduler: str | None, detach: bool, force: bool, n_workers: int | None = None) -> int:
+              retries: int, scheduler: str | None, detach: bool, force: bool, n_workers: int | None = None,
+              certs: Path | None = None) -> int:
     from distributed import Client
 
     from .batch import estimates, local_cluster, submit
@@ -76,7 +77,9 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
         cluster = local_cluster(n_workers)
         client = Client(cluster)
     else:
-        client = Client(scheduler)
+        from .certs import security
+
+        client = Client(scheduler, security=security(certs, "client") if certs else None)
     try:
         print(f"Dashboard: {client.dashboard_link}")
         print(f"{project.name}: {len(plans)} plan(s) with the {engine} engine; results in {results}")
@@ -163,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--detach", action="store_true", help="submit and return; the batch goes on without this command")
     run.add_argument("--force", action="store_true", help="run plans again even if they already succeeded")
     run.add_argument("--workers", type=int, default=None, help="workers of the local cluster (default: from cores and memory)")
+    run.add_argument("--certs", type=Path, default=None, help="folder of TLS certificates (dask-hecras certs) for a tls:// scheduler")
     st = sub.add_parser("status", help="a batch's table from what is on disk")
     st.add_argument("results", type=Path, help="the results folder of the batch")
     st.add_argument("--batch", default=None, help="batch id (default: the latest)")
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         ids = [p.strip() for p in args.plans.split(",") if p.strip()] if args.plans else None
         return run_plans(args.project, ids, engine=args.engine, results=results_root(args.results),
                          timeout=args.timeout, retries=args.retries, scheduler=args.scheduler,
-                         detach=args.detach, force=args.force, n_workers=args.workers)
+                         detach=args.detach, force=args.force, n_workers=args.workers, certs=args.certs)
 
     from .examples import make_project
 

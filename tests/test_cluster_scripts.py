@@ -37,15 +37,23 @@ def test_shell_scripts_parse(script):
     assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
 
 
-@pytest.fixture
-def scripted_cluster(tmp_path):
+@pytest.fixture(params=["tcp", "tls"])
+def scripted_cluster(request, tmp_path):
+    """Scheduler and worker started by the scripts: plain, and with mutual TLS."""
+    from dask_hecras.certs import make_certs, security
+
+    tls = request.param == "tls"
+    certs = tmp_path / "certs"
+    if tls:
+        make_certs(certs)
     port, dash = free_port(), free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     logs = tmp_path / "logs"
     logs.mkdir()
-    procs = [subprocess.Popen(["sh", str(CLUSTER / "start-scheduler.sh"), str(port), str(dash)], env=env,
+    extra = [str(certs)] if tls else []
+    procs = [subprocess.Popen(["sh", str(CLUSTER / "start-scheduler.sh"), str(port), str(dash), *extra], env=env,
                               stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT)]
-    address = f"tcp://127.0.0.1:{port}"
+    address = f"{request.param}://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -53,15 +61,15 @@ def scripted_cluster(tmp_path):
             break
         except OSError:
             time.sleep(0.3)
-    procs.append(subprocess.Popen(["sh", str(CLUSTER / "start-worker.sh"), address, str(tmp_path / "scratch")],
+    procs.append(subprocess.Popen(["sh", str(CLUSTER / "start-worker.sh"), address, str(tmp_path / "scratch"), *extra],
                                   env=env, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT))
     from distributed import Client
 
-    with Client(address, timeout=60) as c:
+    with Client(address, timeout=60, security=security(certs, "client") if tls else None) as c:
         c.wait_for_workers(1, timeout=60)
         info = c.scheduler_info()["workers"]
         assert [w["resources"] for w in info.values()] == [{"RAS": 1}]
-    yield address, env, f"http://127.0.0.1:{dash}"
+    yield address, env, f"http://127.0.0.1:{dash}", (["--certs", str(certs)] if tls else [])
     for p in reversed(procs):
         p.terminate()
     for p in procs:
@@ -72,14 +80,16 @@ def scripted_cluster(tmp_path):
 
 
 def test_cli_runs_on_the_scripted_cluster_attached_and_detached(scripted_cluster, demo, tmp_path):
-    address, env, dashboard = scripted_cluster
+    address, env, dashboard, cert_args = scripted_cluster
     exe = [str(Path(sys.executable).parent / "dask-hecras")]
     out = tmp_path / "out"
-    r = subprocess.run(exe + ["run", str(demo), "--plans", "p01,p02", "--scheduler", address, "--results", str(out)],
+    r = subprocess.run(exe + ["run", str(demo), "--plans", "p01,p02", "--scheduler", address, "--results", str(out),
+                              *cert_args],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 succeeded, 0 failed" in r.stdout
-    r = subprocess.run(exe + ["run", str(demo), "--scheduler", address, "--results", str(out), "--detach"],
+    r = subprocess.run(exe + ["run", str(demo), "--scheduler", address, "--results", str(out), "--detach",
+                              *cert_args],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Skipped 2 plan(s)" in r.stdout and "detached" in r.stdout
