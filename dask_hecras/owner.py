@@ -152,28 +152,25 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def suspend_runs() -> int:
+def _signal_runs(action: str) -> int:
+    """``suspend`` or ``resume`` every process of every engine tree running here."""
     n = 0
     for pid in list(RUNNING.values()):
         for p in _tree(pid):
             try:
-                p.suspend()
+                getattr(p, action)()
                 n += 1
             except psutil.Error:
                 pass
     return n
+
+
+def suspend_runs() -> int:
+    return _signal_runs("suspend")
 
 
 def resume_runs() -> int:
-    n = 0
-    for pid in list(RUNNING.values()):
-        for p in _tree(pid):
-            try:
-                p.resume()
-                n += 1
-            except psutil.Error:
-                pass
-    return n
+    return _signal_runs("resume")
 
 
 class OwnerPlugin(WorkerPlugin):

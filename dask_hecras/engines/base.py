@@ -21,7 +21,6 @@ class EngineRun:
     engine: str
     command: tuple[str, ...]
     process: ProcessResult
-    version: str = ""
 
     @property
     def exit_code(self) -> int | None:
@@ -48,9 +47,6 @@ class Engine:
         """Environment of the engine process; ``None`` inherits the worker's."""
         return None
 
-    def version_for(self, plan: Plan) -> str:
-        return ""
-
     def run(
         self,
         plan: Plan,
@@ -67,4 +63,4 @@ class Engine:
             command, cwd=prj.parent, log=log, timeout=timeout, cancel=cancel, env=self.environment(plan),
             on_start=on_start,
         )
-        return EngineRun(self.name, tuple(command), process, self.version_for(plan))
+        return EngineRun(self.name, tuple(command), process)

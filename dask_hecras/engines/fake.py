@@ -19,8 +19,3 @@ class FakeRas(Engine):
     def environment(self, plan: Plan):
         # The run folder is a copy without fake-ras.json: point at the source project's.
         return {**os.environ, "FAKE_RAS_CONFIG": str(plan.folder / "fake-ras.json")}
-
-    def version_for(self, plan: Plan) -> str:
-        from ..fake_ras import VERSION
-
-        return VERSION

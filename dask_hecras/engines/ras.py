@@ -124,11 +124,6 @@ class RasExe(Engine):
         except EngineNotFound as e:
             raise EngineNotFound(f"{socket.gethostname()}: {e}") from None
 
-    def version_for(self, plan: Plan) -> str:
-        exe = self.executable_for(plan)
-        v = parse_version(exe.parent.name)
-        return ".".join(map(str, v)) if v else ""
-
     def command(self, prj: Path, plan_file: Path, plan: Plan) -> list[str]:
         # 6.x: the plan file is given on the command line; 5.x needed "Current Plan" edited instead.
         return [str(self.executable_for(plan)), "-c", str(prj), str(plan_file)]
