@@ -86,13 +86,9 @@ def _free_disk(path) -> int | None:
 def stage_task(plan: Plan, **kwargs):
     _event(plan.key, "stage", "started")
     staged = stage_step(plan, **kwargs)
-    from .staging import scratch_root
-
-    from .engines.ras import find_installs
-    from .staging import machine_cache
+    from .staging import machine_cache, scratch_root
 
     _event(plan.key, "stage", "finished", free_disk=_free_disk(scratch_root(kwargs.get("scratch"))),
-           versions=", ".join(i.label for i in find_installs()),
            cache_bytes=machine_cache(kwargs.get("scratch")).size(),
            **({"status": staged.status, "reason": staged.reason} if isinstance(staged, PlanResult) else {}))
     return staged
@@ -488,6 +484,7 @@ def local_cluster(n_workers: int | None = None, *, threads_per_worker: int = 2, 
     kwargs.setdefault("processes", True)
     kwargs.setdefault("dashboard_address", ":8787")
     kwargs.setdefault("resources", {RESOURCE: 1})
+    kwargs.setdefault("preload", ["dask_hecras.worker"])  # capabilities for the /hecras page
     scheduler_kwargs = dict(kwargs.pop("scheduler_kwargs", None) or {})
     scheduler_kwargs.setdefault("preload", ["dask_hecras.dashboard"])  # the /hecras page
     kwargs["scheduler_kwargs"] = scheduler_kwargs

@@ -2,7 +2,7 @@
 
     dask-hecras run PROJECT.prj [--plans p01,p02] [--scheduler ADDRESS] [--engine fake|ras]
                                 [--results DIR] [--retries N] [--timeout S] [--detach] [--force]
-    dask-hecras status RESULTS_DIR [--batch ID]
+    dask-hecras status [RESULTS_DIR] [--batch ID] [--scheduler ADDRESS [--certs DIR]]
     dask-hecras demo
 """
 
@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 
-def _table(rows: list[list[str]], out=sys.stdout) -> None:
+def _table(rows: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
 def _seconds(value) -> str:
@@ -152,6 +152,33 @@ def status(results_dir: Path, batch_id: str | None) -> int:
     return 0
 
 
+def workers_status(scheduler: str, certs: Path | None) -> int:
+    """The cluster's workers as the scheduler knows them: slots and reported capabilities."""
+    from distributed import Client
+
+    from .worker import worker_table
+
+    security = None
+    if certs:
+        from .certs import security as make_security
+
+        security = make_security(certs, "client")
+    with Client(scheduler, security=security, timeout="20s") as client:
+        rows = worker_table(client)
+    gib = lambda b: "-" if b is None else f"{b / 2**30:.1f} GiB"  # noqa: E731
+    print(f"{len(rows)} workers at {scheduler}, {sum(r['slots'] or 0 for r in rows):g} RAS slots open")
+    if rows:
+        _table([["name", "worker", "slots", "cores", "HEC-RAS", "free scratch", "cache", "standing", "owner"]] +
+               [[r["name"], r["worker"], f"{r['slots']:g}", str(r["cores"] or "-"), r["versions"] or "-",
+                 gib(r["free_scratch_bytes"]), gib(r["cache_bytes"]), r["standing"], r["owner"] or "-"]
+                for r in rows])
+        paths = [(r["name"], v, exe) for r in rows for v, exe in r["installs"]]
+        if paths:
+            print("\nRas.exe per worker:")
+            _table([["name", "version", "Ras.exe"]] + [list(p) for p in paths])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dask-hecras", description="Run HEC-RAS plans on a Dask cluster.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workers", type=int, default=None, help="workers of the local cluster (default: from cores and memory)")
     run.add_argument("--certs", type=Path, default=None, help="folder of TLS certificates (dask-hecras certs) for a tls:// scheduler")
     st = sub.add_parser("status", help="a batch's table from what is on disk")
-    st.add_argument("results", type=Path, help="the results folder of the batch")
+    st.add_argument("results", type=Path, nargs="?", help="the results folder of the batch")
     st.add_argument("--batch", default=None, help="batch id (default: the latest)")
+    st.add_argument("--scheduler", help="also list the workers of this scheduler and what each can run")
+    st.add_argument("--certs", type=Path, default=None, help="folder of TLS certificates for a tls:// scheduler")
     certs = sub.add_parser("certs", help="make a CA and scheduler, worker and client certificates for mutual TLS")
     certs.add_argument("folder", type=Path)
     certs.add_argument("--host", action="append", default=[], help="a name or address of the scheduler (repeat)")
@@ -189,7 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Keep {args.folder / 'ca-key.pem'} safe and off the workers: it admits new members.")
         return 0
     if args.command == "status":
-        return status(results_root(args.results), args.batch)
+        code = 0
+        if args.results is not None or not args.scheduler:
+            code = status(results_root(args.results), args.batch)
+        if args.scheduler:
+            if args.results is not None:
+                print()
+            code = max(code, workers_status(args.scheduler, args.certs))
+        return code
     if args.command == "run":
         ids = [p.strip() for p in args.plans.split(",") if p.strip()] if args.plans else None
         return run_plans(args.project, ids, engine=args.engine, results=results_root(args.results),

@@ -117,9 +117,13 @@ class HecrasPlugin(SchedulerPlugin):
         elif action in ("out of rotation", "draining", "in rotation"):
             w = self.workers.setdefault(msg.get("worker", ""), {})
             w.update(standing=action, reason=msg.get("reason", ""))
-        elif action == "worker":
-            self.workers.setdefault(msg.get("worker", ""), {}).update(
-                {k: v for k, v in msg.items() if k not in ("action", "worker")})
+        elif action == "worker":  # capabilities (dask_hecras.worker.CapabilityPlugin)
+            w = self.workers.setdefault(msg.get("worker", ""), {})
+            w.update({k: v for k, v in msg.items() if k not in ("action", "worker")})
+            w["free_disk"] = msg.get("free_scratch_bytes")
+        elif action == "owner":  # the owner policy's last decision (dask_hecras.owner.OwnerPlugin)
+            w = self.workers.setdefault(msg.get("worker", ""), {})
+            w["owner"] = f"{msg.get('decision', '')}: {msg.get('reason', '')}"
         self._forget()
 
     def _step(self, msg: dict) -> None:
@@ -129,9 +133,8 @@ class HecrasPlugin(SchedulerPlugin):
             info = self.workers.setdefault(worker, {})
             if msg.get("free_disk") is not None:
                 info["free_disk"] = msg["free_disk"]
-            for field in ("versions", "cache_bytes"):
-                if msg.get(field) is not None:
-                    info[field] = msg[field]
+            if msg.get("cache_bytes") is not None:
+                info["cache_bytes"] = msg["cache_bytes"]
         if step == "run" and phase == "started":
             self._set(key, state="running", worker=worker, attempt=msg.get("attempt", 0), started=time.time(),
                       message="")
@@ -168,8 +171,10 @@ class HecrasPlugin(SchedulerPlugin):
                 slots = ws.resources.get("RAS")
                 standing = extra.get("standing") or ("in rotation" if slots else "no RAS slots")
                 workers.append({"worker": addr, "name": str(ws.name), "slots": slots, "in_use": running.get(addr, 0),
-                                "versions": extra.get("versions", ""), "free_disk": extra.get("free_disk"),
-                                "cache_bytes": extra.get("cache_bytes"), "standing": standing,
+                                "cores": extra.get("cores"), "versions": extra.get("versions", ""),
+                                "ras_exe": "; ".join(path for _, path in extra.get("installs", [])),
+                                "free_disk": extra.get("free_disk"), "cache_bytes": extra.get("cache_bytes"),
+                                "standing": standing, "owner": extra.get("owner", ""),
                                 "reason": extra.get("reason", "")})
         return {"counts": counts, "plans": plans, "workers": workers, "runs": list(self.runs), "time": now}
 
@@ -234,12 +239,14 @@ def hecras_doc(scheduler, extra, doc) -> None:
                             columns=[TableColumn(field=c, title=c, width=widths[c],
                                                  **({"formatter": state_fmt} if c == "state" else {}))
                                      for c in plan_cols])
-    worker_cols = ["name", "worker", "slots", "in_use", "versions", "free_disk", "cache", "standing", "reason"]
-    workers_src = ColumnDataSource({c: [] for c in worker_cols})
-    worker_widths = {"name": 110, "worker": 170, "slots": 50, "in_use": 60, "versions": 120, "free_disk": 90,
-                     "cache": 80, "standing": 110, "reason": 500}
+    worker_cols = ["name", "worker", "slots", "in_use", "cores", "versions", "ras_exe", "free_disk", "cache",
+                   "standing", "owner", "reason"]
+    workers_src = ColumnDataSource({c: [] for c in worker_cols}, name="hecras-workers")
+    worker_widths = {"name": 110, "worker": 170, "slots": 50, "in_use": 60, "cores": 50, "versions": 90,
+                     "ras_exe": 260, "free_disk": 90, "cache": 80, "standing": 110, "owner": 260, "reason": 300}
     workers_table = DataTable(source=workers_src, sizing_mode="stretch_width", height=160, index_position=None,
-                              columns=[TableColumn(field=c, title=c.replace("_", " "), width=worker_widths[c])
+                              columns=[TableColumn(field=c, title="Ras.exe" if c == "ras_exe" else c.replace("_", " "),
+                                                   width=worker_widths[c])
                                        for c in worker_cols])
     runs_src = ColumnDataSource({"worker": [], "start": [], "end": [], "plan": [], "colour": []})
     timeline = figure(height=240, sizing_mode="stretch_width", x_axis_type="datetime", y_range=[""],
@@ -276,10 +283,12 @@ def hecras_doc(scheduler, extra, doc) -> None:
         workers_src.data.update({
             "name": [w["name"] for w in ws], "worker": [w["worker"] for w in ws],
             "slots": [str(w["slots"] if w["slots"] is not None else "-") for w in ws],
-            "in_use": [str(w["in_use"]) for w in ws], "versions": [w["versions"] or "-" for w in ws],
+            "in_use": [str(w["in_use"]) for w in ws], "cores": [str(w["cores"] or "-") for w in ws],
+            "versions": [w["versions"] or "-" for w in ws], "ras_exe": [w["ras_exe"] or "-" for w in ws],
             "free_disk": [_fmt_bytes(w["free_disk"]) or "-" for w in ws],
             "cache": [_fmt_bytes(w["cache_bytes"]) or "-" for w in ws],
-            "standing": [w["standing"] for w in ws], "reason": [w["reason"] for w in ws],
+            "standing": [w["standing"] for w in ws], "owner": [w["owner"] for w in ws],
+            "reason": [w["reason"] for w in ws],
         })
         refresh(workers_table)
         now = snap["time"]

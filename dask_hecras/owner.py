@@ -98,6 +98,11 @@ class OwnerPolicy:
             raise ValueError(f"hecras.owner.on-return must be finish, suspend or requeue, not {policy.on_return!r}")
         return policy
 
+    def describe(self) -> str:
+        night = f", or {self.night}" if self.night else ""
+        return (f"away {self.idle_minutes:g} min and CPU < {self.cpu_percent:g}%{night}; "
+                f"on return: {self.on_return}")
+
     def decide(self, idle_seconds: float | None, cpu_percent: float, now: datetime) -> Decision:
         if _in_window(self.night, now):
             return Decision(True, "run", f"inside the night window {self.night}")
@@ -183,7 +188,7 @@ class OwnerPlugin(WorkerPlugin):
 
     def __init__(self, policy: OwnerPolicy | None = None, *, interval: float = 5.0,
                  idle_seconds: Callable[[], float | None] | None = None,
-                 cpu_percent: Callable[[], float] | None = None, slots: int = 1):
+                 cpu_percent: Callable[[], float] | None = None, slots: int | None = None):
         self.policy = policy
         self.interval = interval
         self.idle_seconds = idle_seconds or default_idle_seconds
@@ -197,6 +202,8 @@ class OwnerPlugin(WorkerPlugin):
 
         self.worker = worker
         self.policy = self.policy or OwnerPolicy.from_config()
+        if self.slots is None:  # the slots the worker was started with (--resources RAS=n)
+            self.slots = int(worker.state.total_resources.get("RAS", 1)) or 1
         self._pc = PeriodicCallback(self._tick, self.interval * 1000)
         worker.loop.add_callback(self._tick)
         self._pc.start()

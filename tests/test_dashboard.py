@@ -7,6 +7,7 @@ import shutil
 import time
 import urllib.request
 
+import psutil
 import pytest
 from distributed import Client
 
@@ -66,6 +67,7 @@ def test_json_view_follows_the_batch(dashboard):
     assert state["counts"] == {"succeeded": 2, "failed": 2}
     assert sorted(w["slots"] for w in state["workers"]) == [1, 1]
     assert all(w["free_disk"] > 0 and w["cache_bytes"] > 0 for w in state["workers"])
+    assert all(w["cores"] == psutil.cpu_count() for w in state["workers"]), state["workers"]  # worker preload
     assert {r["plan"] for r in state["runs"]} == {"Demo-p01", "Demo-p02", "Demo-p03", "Demo-p04"}
     with urllib.request.urlopen(f"{base}/individual-plots.json", timeout=10) as r:
         assert "/individual-hecras" in json.load(r).values()
@@ -103,9 +105,11 @@ def test_page_in_a_real_browser(dashboard):
             time.sleep(0.5)
         page.screenshot(path=str(shots / "hecras-dashboard.png"), full_page=True)
         counts = page.locator(".hecras-count").all_inner_texts()
+        worker_rows = [r for r in page.locator(".slick-row").all_inner_texts() if "in rotation" in r]
         browser.close()
     assert rows == EXPECTED, (rows, seen)
     assert any(s not in ("succeeded", "failed") for s in seen["p01"]), f"the page never showed p01 in progress: {seen}"
+    assert len(worker_rows) == 2 and all(f"\n{psutil.cpu_count()}\n" in r for r in worker_rows), worker_rows
     assert "succeeded: 2" in " ".join(counts) and "failed: 2" in " ".join(counts)
     assert (shots / "hecras-dashboard.png").stat().st_size > 10_000
 
