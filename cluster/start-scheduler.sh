@@ -1,13 +1,22 @@
 #!/usr/bin/env sh
 # Start the dask-hecras scheduler (POSIX). Usage: start-scheduler.sh [PORT] [DASHBOARD_PORT] [CERT_DIR]
-# With CERT_DIR (made by `dask-hecras certs`), every connection is mutual TLS: tls://host:PORT.
+# Mutual TLS on PORT (tls://host:PORT), with the certificates made by `dask-hecras certs`:
+# CERT_DIR, else $HECRAS_CERTS, else certs/ beside this script. CERT_DIR "insecure" starts
+# plain tcp, for a first trial on a closed network.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export DASK_CONFIG="$here"
-certs=${3:-${HECRAS_CERTS:-}}
-if [ -n "$certs" ]; then
-  exec dask scheduler --protocol tls --port "${1:-8786}" --dashboard-address ":${2:-8787}" \
-      --preload dask_hecras.dashboard --tls-ca-file "$certs/ca.pem" \
-      --tls-cert "$certs/scheduler.pem" --tls-key "$certs/scheduler-key.pem"
+port=${1:-8786}
+dashboard=${2:-8787}
+certs=${3:-${HECRAS_CERTS:-$here/certs}}
+if [ "$certs" = insecure ]; then
+  echo "warning: plain tcp, not encrypted; any client can run code on the workers" >&2
+  exec dask scheduler --port "$port" --dashboard-address ":$dashboard" --preload dask_hecras.dashboard
 fi
-exec dask scheduler --port "${1:-8786}" --dashboard-address ":${2:-8787}" --preload dask_hecras.dashboard
+if [ ! -f "$certs/scheduler.pem" ]; then
+  echo "error: no certificates in $certs; make them with: dask-hecras certs $certs --host <this machine's name>" >&2
+  exit 2
+fi
+exec dask scheduler --protocol tls --port "$port" --dashboard-address ":$dashboard" \
+    --preload dask_hecras.dashboard --tls-ca-file "$certs/ca.pem" \
+    --tls-cert "$certs/scheduler.pem" --tls-key "$certs/scheduler-key.pem"

@@ -3,6 +3,8 @@
     dask-hecras run PROJECT.prj [--plans p01,p02] [--scheduler ADDRESS] [--engine fake|ras]
                                 [--results DIR] [--retries N] [--timeout S] [--detach] [--force]
     dask-hecras status [RESULTS_DIR] [--batch ID] [--scheduler ADDRESS [--certs DIR]]
+    dask-hecras worker [SCHEDULER] [--certs DIR] [--scratch DIR] [--config FILE]
+    dask-hecras worker-config FILE --scheduler ADDRESS --certs DIR [...]
     dask-hecras demo
 """
 
@@ -179,7 +181,45 @@ def workers_status(scheduler: str, certs: Path | None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def worker_commands(args) -> int:
+    from .worker import WorkerSetupError, load_config_file, run_worker, worker_command, worker_config
+
+    try:
+        if args.command == "worker-config":
+            text = worker_config(args.scheduler, args.certs, scratch=args.scratch, ras_exe=args.ras_exe,
+                                 port=args.port or None, owner=not args.no_owner, night=args.night or None,
+                                 idle_minutes=args.idle_minutes, on_return=args.on_return)
+            args.file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.file.with_name(args.file.name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(args.file)
+            print(f"Worker settings written to {args.file}")
+            return 0
+        if args.config:
+            load_config_file(args.config)
+        command = worker_command(args.scheduler, certs=args.certs, scratch=args.scratch, name=args.name)
+    except (WorkerSetupError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.print:
+        import shlex
+
+        print("dask worker " + shlex.join(command))
+        return 0
+    if command[0].startswith("tcp://"):
+        print(f"warning: {command[0]} is not encrypted; use tls:// with certificates outside a trial",
+              file=sys.stderr)
+    scratch = Path(command[command.index("--local-directory") + 1])
+    scratch.mkdir(parents=True, exist_ok=True)
+    log = args.log or scratch.parent / "worker.log"
+    print(f"Starting the dask-hecras worker for {command[0]}; log: {log}", flush=True)
+    try:
+        return run_worker(command, log=log, restart=not args.once)
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dask-hecras", description="Run HEC-RAS plans on a Dask cluster.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run plans of a HEC-RAS project")
@@ -202,11 +242,35 @@ def main(argv: list[str] | None = None) -> int:
     certs = sub.add_parser("certs", help="make a CA and scheduler, worker and client certificates for mutual TLS")
     certs.add_argument("folder", type=Path)
     certs.add_argument("--host", action="append", default=[], help="a name or address of the scheduler (repeat)")
+    wk = sub.add_parser("worker", help="start this PC's dask-hecras worker (settings: hecras.worker.*)")
+    wk.add_argument("scheduler", nargs="?", help="scheduler address (default: hecras.worker.scheduler); tls:// unless tcp:// is given")
+    wk.add_argument("--certs", type=Path, default=None, help="folder with ca.pem, worker.pem, worker-key.pem")
+    wk.add_argument("--scratch", type=Path, default=None, help="local folder for run folders and the cache")
+    wk.add_argument("--name", default=None, help="worker name (default: the computer name)")
+    wk.add_argument("--config", type=Path, default=None, help="a settings file written by worker-config")
+    wk.add_argument("--log", type=Path, default=None, help="the worker's log file (default: worker.log beside the scratch folder)")
+    wk.add_argument("--once", action="store_true", help="do not start the worker again when it ends")
+    wk.add_argument("--print", action="store_true", help="print the dask worker command line instead of starting it")
+    wc = sub.add_parser("worker-config", help="write a worker's settings file (used by the Windows install script)")
+    wc.add_argument("file", type=Path)
+    wc.add_argument("--scheduler", required=True, help="e.g. tls://ras-scheduler:8786")
+    wc.add_argument("--certs", type=Path, default=None, help="the worker's certificate folder")
+    wc.add_argument("--scratch", type=Path, default=None, help="local folder for run folders and the cache")
+    wc.add_argument("--ras-exe", default=None, help="Ras.exe to run (default: discover installed versions)")
+    wc.add_argument("--port", type=int, default=8788, help="worker port, nanny on port+1 (default 8788; 0 = any)")
+    wc.add_argument("--no-owner", action="store_true", help="no owner policy: take plans at any time (servers)")
+    wc.add_argument("--night", default="19:00-07:00", help="always take plans inside this window ('' = none)")
+    wc.add_argument("--idle-minutes", type=float, default=15, help="the owner counts as away after this long")
+    wc.add_argument("--on-return", default="finish", choices=["finish", "suspend", "requeue"])
     demo = sub.add_parser("demo", help="make the demo project in a temporary folder and run it on a local cluster")
     demo.add_argument("--plans", type=int, default=8, help="number of plans (default 8)")
     demo.add_argument("--results", type=Path, default=None, help="results folder (default: beside the demo project)")
     demo.add_argument("--workers", type=int, default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     from .pipeline import results_root
 
@@ -217,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(f"{role:>9}: {path}" for role, path in made.items()))
         print(f"Keep {args.folder / 'ca-key.pem'} safe and off the workers: it admits new members.")
         return 0
+    if args.command in ("worker", "worker-config"):
+        return worker_commands(args)
     if args.command == "status":
         code = 0
         if args.results is not None or not args.scheduler:

@@ -92,11 +92,19 @@ class OwnerPolicy:
     @classmethod
     def from_config(cls) -> "OwnerPolicy":
         c = config.get("owner", {}) or {}
-        policy = cls(float(c.get("idle-minutes", 15)), float(c.get("cpu-percent", 30)), c.get("night") or None,
-                     str(c.get("on-return", "finish")))
-        if policy.on_return not in ("finish", "suspend", "requeue"):
-            raise ValueError(f"hecras.owner.on-return must be finish, suspend or requeue, not {policy.on_return!r}")
-        return policy
+        return cls(float(c.get("idle-minutes", 15)), float(c.get("cpu-percent", 30)), c.get("night") or None,
+                   str(c.get("on-return", "finish"))).check()
+
+    def check(self) -> "OwnerPolicy":
+        """Refuse settings the policy cannot apply, naming the setting."""
+        if self.on_return not in ("finish", "suspend", "requeue"):
+            raise ValueError(f"hecras.owner.on-return must be finish, suspend or requeue, not {self.on_return!r}")
+        if self.night:
+            try:
+                _in_window(self.night, datetime.now())
+            except ValueError:
+                raise ValueError(f"hecras.owner.night must look like 19:00-07:00, not {self.night!r}") from None
+        return self
 
     def describe(self) -> str:
         night = f", or {self.night}" if self.night else ""

@@ -159,3 +159,125 @@ def worker_table(client) -> list[dict]:
                      "owner": f"{last['decision']}: {last.get('reason', '')}" if last.get("decision") else "",
                      "standing": standing.get(addr, "in rotation")})
     return rows
+
+
+# --- starting an office worker ---------------------------------------------------------
+
+class WorkerSetupError(ValueError):
+    """The worker's settings cannot start a worker (no scheduler, missing certificates)."""
+
+
+def worker_command(scheduler: str | None = None, *, certs: str | os.PathLike | None = None,
+                   scratch: str | os.PathLike | None = None, name: str | None = None) -> list[str]:
+    """The ``dask worker`` arguments of a dask-hecras worker, from arguments or ``hecras.*`` settings.
+
+    TLS unless the address says ``tcp://``; one RAS slot; the PC's name; the scratch folder as
+    Dask's local directory; fixed ports (one firewall rule for every worker PC); no worker
+    dashboard (one port less); the worker preload.
+    """
+    w = config.get("worker", {}) or {}
+    scheduler = scheduler or w.get("scheduler")
+    if not scheduler:
+        raise WorkerSetupError("no scheduler address: give one, or set hecras.worker.scheduler")
+    if "://" not in scheduler:
+        scheduler = f"tls://{scheduler}"
+    if ":" not in scheduler.split("://", 1)[1]:
+        scheduler += ":8786"
+    local = os.environ.get("LOCALAPPDATA") or Path.home() / ".cache"  # per user, local disk
+    scratch = Path(scratch or config.get("scratch") or Path(local) / "dask-hecras" / "scratch")
+    args = [scheduler, "--name", name or w.get("name") or socket.gethostname(),
+            "--nworkers", "1", "--nthreads", str(int(w.get("nthreads", 2))),
+            "--resources", f"RAS={int(w.get('slots', 1))}",
+            "--local-directory", str(scratch), "--preload", "dask_hecras.worker", "--no-dashboard"]
+    port = int(w.get("port") or 0)
+    if port > 0:
+        args += ["--worker-port", str(port), "--nanny-port", str(port + 1)]
+    if scheduler.startswith("tls://"):
+        folder = certs or w.get("certs")
+        if not folder:
+            raise WorkerSetupError(f"{scheduler} needs TLS certificates: give the folder made by "
+                                   "`dask-hecras certs` (--certs), or set hecras.worker.certs")
+        files = {opt: Path(folder) / f for opt, f in
+                 (("--tls-ca-file", "ca.pem"), ("--tls-cert", "worker.pem"), ("--tls-key", "worker-key.pem"))}
+        missing = [str(p) for p in files.values() if not p.is_file()]
+        if missing:
+            raise WorkerSetupError(f"certificate files missing: {', '.join(missing)}")
+        for opt, path in files.items():
+            args += [opt, str(path)]
+    return args
+
+
+def worker_config(scheduler: str, certs: str | os.PathLike | None, *, scratch: str | os.PathLike | None = None,
+                  ras_exe: str | None = None, port: int | None = 8788, owner: bool = True,
+                  night: str | None = "19:00-07:00", idle_minutes: float = 15, on_return: str = "finish") -> str:
+    """The YAML settings file of one office worker (written by the Windows install script)."""
+    import yaml
+
+    from .owner import OwnerPolicy
+
+    OwnerPolicy(idle_minutes, 30.0, night, on_return).check()
+    hecras: dict = {"worker": {"scheduler": scheduler, "certs": str(certs) if certs else None, "port": port},
+                    "owner": {"enabled": owner, "night": night, "idle-minutes": idle_minutes,
+                              "on-return": on_return}}
+    if scratch:
+        hecras["scratch"] = str(scratch)
+    if ras_exe:
+        hecras["ras-exe"] = str(ras_exe)
+    header = "# dask-hecras worker settings, written by `dask-hecras worker-config`.\n"
+    return header + yaml.safe_dump({"hecras": hecras}, sort_keys=False, default_flow_style=False)
+
+
+def load_config_file(path: str | os.PathLike) -> None:
+    """Merge a settings file into ``dask.config`` (:func:`run_worker` passes it on to the worker)."""
+    import dask.config
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise WorkerSetupError(f"cannot read the settings file {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise WorkerSetupError(f"{path} is not a settings file (a YAML mapping)")
+    dask.config.update(dask.config.config, data, priority="new")
+
+
+def run_worker(args: list[str], *, log: str | os.PathLike, restart: bool = True,
+               first_delay: float = 15.0, max_delay: float = 600.0) -> int:
+    """Run ``dask worker ARGS`` as a child process tree, and start it again when it ends.
+
+    A worker ends when it loses the scheduler (a restart, a network cut) or crashes; on an
+    office PC nobody is there to start it again. Stopping this process (Ctrl-C, SIGTERM, the
+    Scheduled Task's stop) kills the whole tree, Ras.exe included (a Job Object on Windows).
+    Output goes to ``log``, rotated at 20 MB.
+    """
+    import signal
+
+    from .engines.runner import run_process
+
+    log = Path(log)
+    if threading_main() and hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so the tree is killed
+    import dask.config
+
+    command = [sys.executable, "-m", "distributed.cli.dask_worker", *args]
+    # The worker gets this process's settings (config files, --config, DASK_* variables).
+    env = {**os.environ, "DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(dask.config.global_config)}
+    delay = first_delay
+    while True:
+        if log.is_file() and log.stat().st_size > 20 * 2**20:
+            os.replace(log, log.with_name(log.name + ".1"))
+        result = run_process(command, cwd=log.parent, log=log, env=env)
+        if not restart:
+            return result.exit_code or 0
+        if result.seconds > 10 * 60:
+            delay = first_delay  # it ran a good while: start again soon
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} the Dask worker ended (exit code {result.exit_code}); "
+              f"starting it again in {delay:g} s. Log: {log}", file=sys.stderr, flush=True)
+        time.sleep(delay)
+        delay = min(max_delay, delay * 2)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

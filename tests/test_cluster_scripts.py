@@ -46,11 +46,12 @@ def scripted_cluster(request, tmp_path):
     certs = tmp_path / "certs"
     if tls:
         make_certs(certs)
-    port, dash = free_port(), free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    port, dash, worker_port = free_port(), free_port(), free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DASK_HECRAS__WORKER__PORT": str(worker_port)}  # the office config fixes 8788
     logs = tmp_path / "logs"
     logs.mkdir()
-    extra = [str(certs)] if tls else []
+    extra = [str(certs) if tls else "insecure"]
     procs = [subprocess.Popen(["sh", str(CLUSTER / "start-scheduler.sh"), str(port), str(dash), *extra], env=env,
                               stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT)]
     address = f"{request.param}://127.0.0.1:{port}"
@@ -69,6 +70,8 @@ def scripted_cluster(request, tmp_path):
         c.wait_for_workers(1, timeout=60)
         info = c.scheduler_info()["workers"]
         assert [w["resources"] for w in info.values()] == [{"RAS": 1}]
+        assert [w["name"] for w in info.values()] == [socket.gethostname()]
+        assert list(info)[0].endswith(f":{worker_port}")
     yield address, env, f"http://127.0.0.1:{dash}", (["--certs", str(certs)] if tls else [])
     for p in reversed(procs):
         p.terminate()
@@ -77,6 +80,18 @@ def scripted_cluster(request, tmp_path):
             p.wait(timeout=30)
         except subprocess.TimeoutExpired:
             p.kill()
+    worker_log = (tmp_path / "worker.log").read_text()  # dask-hecras worker's log, beside its scratch
+    assert "Registered to:" in worker_log and f"{request.param}://" in worker_log
+
+
+def test_scheduler_script_wants_certificates(tmp_path):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    r = subprocess.run(["sh", str(CLUSTER / "start-scheduler.sh"), str(free_port()), str(free_port()),
+                        str(tmp_path / "none")], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and f"no certificates in {tmp_path / 'none'}" in r.stderr
+    r = subprocess.run(["sh", str(CLUSTER / "start-worker.sh"), "ras-scheduler:8786", str(tmp_path / "s"),
+                        str(tmp_path / "none")], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "certificate files missing" in r.stderr and "ca.pem" in r.stderr
 
 
 def test_cli_runs_on_the_scripted_cluster_attached_and_detached(scripted_cluster, demo, tmp_path):

@@ -1,0 +1,91 @@
+<#
+.SYNOPSIS
+Install this PC as a dask-hecras worker for the logged-on user. No admin rights needed.
+
+.DESCRIPTION
+1. makes a Python virtual environment in %LOCALAPPDATA%\dask-hecras\venv and installs dask-hecras;
+2. copies the worker certificates (ca.pem, worker.pem, worker-key.pem) to %LOCALAPPDATA%\dask-hecras\certs,
+   readable by this user only;
+3. writes the worker settings to %LOCALAPPDATA%\dask-hecras\worker.yaml (dask-hecras worker-config);
+4. registers a Scheduled Task for this user that starts the worker at logon and every evening at
+   the start of the night window, restarts it when it fails, and never runs two at once.
+The worker runs in the user's desktop session (HEC-RAS needs one) without a console window, is
+named after the computer, has one RAS slot, and takes plans only while its owner is away.
+Run it again to upgrade or to change settings; uninstall-worker.ps1 removes everything.
+
+.EXAMPLE
+.\install-worker.ps1 -Scheduler ras-scheduler:8786 -Certs \\fileserver\hecras\worker-certs
+.EXAMPLE
+.\install-worker.ps1 -Scheduler ras-scheduler:8786 -Certs C:\temp\certs -Source \\fileserver\hecras\wheels -Scratch D:\hecras
+#>
+param(
+    [Parameter(Mandatory = $true)][string]$Scheduler,   # tls://host:8786 (host:port means TLS)
+    [Parameter(Mandatory = $true)][string]$Certs,       # folder with ca.pem, worker.pem, worker-key.pem
+    [string]$Source = "",                               # a folder of wheels, for offices without PyPI
+    [string]$Package = "dask-hecras",                   # e.g. dask-hecras==0.2.0, or a wheel file
+    [string]$Python = "",                               # python.exe to build the venv with
+    [string]$Scratch = (Join-Path $env:LOCALAPPDATA "dask-hecras\scratch"),
+    [string]$RasExe = "",                               # default: find installed HEC-RAS versions
+    [string]$Night = "19:00-07:00",                     # "" = no night window
+    [double]$IdleMinutes = 15,
+    [ValidateSet("finish", "suspend", "requeue")][string]$OnReturn = "finish",
+    [int]$Port = 8788,                                  # worker port, nanny on Port+1
+    [string]$TaskName = "dask-hecras worker"
+)
+$ErrorActionPreference = "Stop"
+$Root = Join-Path $env:LOCALAPPDATA "dask-hecras"
+$Venv = Join-Path $Root "venv"
+$CertDir = Join-Path $Root "certs"
+$Settings = Join-Path $Root "worker.yaml"
+New-Item -ItemType Directory -Force -Path $Root, $CertDir, $Scratch | Out-Null
+
+# 1. Python and dask-hecras, in the user's profile
+if (-not $Python) {
+    $launcher = Get-Command py -ErrorAction SilentlyContinue
+    if ($launcher) { $Python = (& py -3 -c "import sys; print(sys.executable)").Trim() }
+    else { $Python = (Get-Command python -ErrorAction Stop).Source }
+}
+if (-not (Test-Path (Join-Path $Venv "Scripts\python.exe"))) {
+    & $Python -m venv $Venv
+    if ($LASTEXITCODE -ne 0) { throw "Could not make a virtual environment with $Python" }
+}
+$VenvPython = Join-Path $Venv "Scripts\python.exe"
+$pip = @("-m", "pip", "install", "--upgrade", "--disable-pip-version-check")
+if ($Source) { $pip += @("--no-index", "--find-links", $Source) }
+& $VenvPython @pip $Package
+if ($LASTEXITCODE -ne 0) { throw "pip could not install $Package" }
+
+# 2. Certificates, readable by this user only
+foreach ($name in "ca.pem", "worker.pem", "worker-key.pem") {
+    $from = Join-Path $Certs $name
+    if (-not (Test-Path $from)) { throw "Missing $from (make the certificates with: dask-hecras certs)" }
+    Copy-Item -Force $from (Join-Path $CertDir $name)
+}
+icacls $CertDir /inheritance:r /grant:r "$($env:USERNAME):(OI)(CI)F" | Out-Null
+
+# 3. Worker settings (written by dask-hecras itself, so that paths are quoted right)
+$config = @("-m", "dask_hecras.cli", "worker-config", $Settings, "--scheduler", $Scheduler,
+            "--certs", $CertDir, "--scratch", $Scratch, "--port", $Port, "--night", $Night,
+            "--idle-minutes", $IdleMinutes, "--on-return", $OnReturn)
+if ($RasExe) { $config += @("--ras-exe", $RasExe) }
+& $VenvPython @config
+if ($LASTEXITCODE -ne 0) { throw "dask-hecras worker-config failed" }
+& $VenvPython -m dask_hecras.cli worker --config $Settings --print
+if ($LASTEXITCODE -ne 0) { throw "The worker settings in $Settings do not start a worker" }
+
+# 4. A Scheduled Task for this user only: at logon and at the start of the night window
+$user = "$env:USERDOMAIN\$env:USERNAME"
+$pythonw = Join-Path $Venv "Scripts\pythonw.exe"   # no console window on the colleague's desktop
+$action = New-ScheduledTaskAction -Execute $pythonw -Argument "-m dask_hecras.cli worker --config `"$Settings`"" `
+    -WorkingDirectory $Root
+$triggers = @(New-ScheduledTaskTrigger -AtLogOn -User $user)
+if ($Night) { $triggers += New-ScheduledTaskTrigger -Daily -At ($Night.Split("-")[0]) }
+$settingsSet = New-ScheduledTaskSettingsSet -RestartCount 999 -RestartInterval (New-TimeSpan -Minutes 1) `
+    -ExecutionTimeLimit ([TimeSpan]::Zero) -MultipleInstances IgnoreNew -StartWhenAvailable
+$principal = New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive -RunLevel Limited
+Register-ScheduledTask -TaskName $TaskName -Action $action -Trigger $triggers -Settings $settingsSet `
+    -Principal $principal -Description "dask-hecras worker for $Scheduler (installed by install-worker.ps1)" `
+    -Force | Out-Null
+Start-ScheduledTask -TaskName $TaskName
+Write-Host "Installed: task '$TaskName' runs the worker at logon and from $Night; settings in $Settings."
+Write-Host "Start HEC-RAS once by hand on this PC to accept its licence terms, or its runs will hang."

@@ -1,0 +1,185 @@
+"""Starting office workers: `dask-hecras worker` / `worker-config`, and the Windows scripts."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask.config
+import psutil
+import pytest
+import yaml
+
+from dask_hecras.certs import make_certs
+from dask_hecras.cli import build_parser, main
+from dask_hecras.worker import WorkerSetupError, load_config_file, worker_command
+
+from .conftest import REPO
+from .test_cluster_scripts import free_port
+
+PS1 = sorted((REPO / "cluster").rglob("*.ps1"))
+
+
+@pytest.fixture
+def certs(tmp_path) -> Path:
+    make_certs(tmp_path / "certs")
+    return tmp_path / "certs"
+
+
+def test_worker_command_is_tls_by_default(certs, tmp_path):
+    with dask.config.set({"hecras.worker.port": 8788}):
+        args = worker_command("ras-scheduler", certs=certs, scratch=tmp_path / "s", name="PC-12")
+    assert args[0] == "tls://ras-scheduler:8786"
+    pairs = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--") and not args[i + 1].startswith("--")}
+    assert pairs["--name"] == "PC-12" and pairs["--resources"] == "RAS=1" and pairs["--nthreads"] == "2"
+    assert pairs["--local-directory"] == str(tmp_path / "s") and pairs["--preload"] == "dask_hecras.worker"
+    assert pairs["--worker-port"] == "8788" and pairs["--nanny-port"] == "8789"
+    assert pairs["--tls-ca-file"] == str(certs / "ca.pem") and pairs["--tls-key"] == str(certs / "worker-key.pem")
+    assert "--no-dashboard" in args
+
+    with pytest.raises(WorkerSetupError, match="needs TLS certificates"):
+        worker_command("tls://ras-scheduler:8786", scratch=tmp_path / "s")
+    with pytest.raises(WorkerSetupError, match=re.escape(str(tmp_path / "empty" / "worker.pem"))):
+        worker_command("ras-scheduler", certs=tmp_path / "empty", scratch=tmp_path / "s")
+    with pytest.raises(WorkerSetupError, match="no scheduler address"):
+        worker_command(None, certs=certs)
+    plain = worker_command("tcp://10.0.0.5:9000", scratch=tmp_path / "s")  # said explicitly: a trial
+    assert plain[0] == "tcp://10.0.0.5:9000" and not any(a.startswith("--tls") for a in plain)
+    assert "--worker-port" not in plain  # the package default leaves ports to the OS
+
+
+def test_worker_config_round_trip(certs, tmp_path, capsys):
+    settings = tmp_path / "worker.yaml"
+    windows_scratch = "D:\\hecras scratch"  # a Windows path with a space survives the YAML
+    assert main(["worker-config", str(settings), "--scheduler", "ras-scheduler:8786", "--certs", str(certs),
+                 "--scratch", windows_scratch, "--night", "20:00-06:30", "--on-return", "suspend",
+                 "--ras-exe", "C:\\Program Files (x86)\\HEC\\HEC-RAS\\6.6\\Ras.exe"]) == 0
+    data = yaml.safe_load(settings.read_text())["hecras"]
+    assert data["scratch"] == windows_scratch and data["ras-exe"].endswith("6.6\\Ras.exe")
+    assert data["owner"] == {"enabled": True, "night": "20:00-06:30", "idle-minutes": 15.0, "on-return": "suspend"}
+    assert data["worker"] == {"scheduler": "ras-scheduler:8786", "certs": str(certs), "port": 8788}
+    capsys.readouterr()
+    with dask.config.set({}):  # load_config_file merges into the global config; undo afterwards
+        assert main(["worker", "--config", str(settings), "--print", "--name", "PC-7"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("dask worker tls://ras-scheduler:8786 --name PC-7 ")
+    assert "--worker-port 8788 --nanny-port 8789" in line and f"--tls-cert {certs / 'worker.pem'}" in line
+    assert "--local-directory 'D:\\hecras scratch'" in line
+
+    assert main(["worker-config", str(tmp_path / "bad.yaml"), "--scheduler", "x", "--night", "7pm"]) == 2
+    assert "hecras.owner.night must look like 19:00-07:00, not '7pm'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.yaml").exists()
+    (tmp_path / "broken.yaml").write_text("hecras: [unclosed")
+    with pytest.raises(WorkerSetupError, match="broken.yaml"):
+        load_config_file(tmp_path / "broken.yaml")
+
+
+def _children_named(pid: int, needle: str) -> list[psutil.Process]:
+    try:
+        return [p for p in psutil.Process(pid).children(recursive=True) if needle in " ".join(p.cmdline())]
+    except psutil.Error:
+        return []
+
+
+def test_worker_supervisor_restarts_the_worker_and_takes_its_tree_down(certs, tmp_path):
+    """`dask-hecras worker` on a real TLS scheduler: a worker that dies is started again;
+    stopping the supervisor stops the worker."""
+    from distributed import Client
+
+    from dask_hecras.certs import security
+
+    port = free_port()
+    exe = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{exe}{os.pathsep}{os.environ['PATH']}"}
+    sched = subprocess.Popen([str(exe / "dask"), "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
+                              "--port", str(port), "--dashboard-address", ":0", "--tls-ca-file", str(certs / "ca.pem"),
+                              "--tls-cert", str(certs / "scheduler.pem"), "--tls-key", str(certs / "scheduler-key.pem")],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    settings = tmp_path / "worker.yaml"
+    assert main(["worker-config", str(settings), "--scheduler", f"127.0.0.1:{port}", "--certs", str(certs),
+                 "--scratch", str(tmp_path / "scratch"), "--port", "0", "--no-owner"]) == 0
+    env["DASK_HECRAS__WORKER__NAME"] = "PC-under-test"
+    sup = subprocess.Popen([str(exe / "dask-hecras"), "worker", "--config", str(settings)], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with Client(f"tls://127.0.0.1:{port}", security=security(certs, "client"), timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+            first = client.scheduler_info()["workers"]
+            assert [w["name"] for w in first.values()] == ["PC-under-test"]
+            assert [w["resources"] for w in first.values()] == [{"RAS": 1}]
+            workers = _children_named(sup.pid, "dask_worker")
+            assert len(workers) == 1
+            workers[0].kill()  # the nanny and its worker die with it... the supervisor notices
+            deadline = time.monotonic() + 90  # first restart after 15 s
+            while time.monotonic() < deadline:
+                now = client.scheduler_info()["workers"]
+                if now and set(now) != set(first):
+                    break
+                time.sleep(0.5)
+            assert now and set(now) != set(first), "the worker was not started again"
+            assert [w["name"] for w in now.values()] == ["PC-under-test"]
+            tree = [p for p in psutil.Process(sup.pid).children(recursive=True)]
+            sup.send_signal(signal.SIGTERM)
+            assert sup.wait(timeout=30) == 143
+            gone, alive = psutil.wait_procs(tree, timeout=10)
+            assert not alive, f"left running after the supervisor stopped: {alive}"
+        log = (tmp_path / "worker.log").read_text()
+        assert log.count("Registered to:") == 2 and "exit code" in log
+    finally:
+        for p in (sup, sched):
+            if p.poll() is None:
+                p.kill()
+        sched.wait(timeout=30)
+    out = sup.stdout.read()
+    assert "the Dask worker ended" in out and "starting it again in 15 s" in out
+
+
+@pytest.mark.parametrize("script", PS1, ids=lambda p: str(p.relative_to(REPO / "cluster")))
+def test_powershell_scripts_parse(script):
+    import tree_sitter
+    import tree_sitter_powershell
+
+    parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
+    tree = parser.parse(script.read_bytes())
+    bad = []
+
+    def walk(node):
+        if node.type == "ERROR" or node.is_missing:
+            bad.append(f"line {node.start_point[0] + 1}: {node.text.decode(errors='replace')[:60]!r}")
+        for child in node.children:
+            walk(child)
+
+    walk(tree.root_node)
+    assert not bad, f"{script.name} does not parse: {bad}"
+
+
+def test_the_parser_catches_broken_powershell():
+    import tree_sitter
+    import tree_sitter_powershell
+
+    parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
+    assert parser.parse(b'if ($x -eq 1 { Write-Host "a" ').root_node.has_error
+
+
+def test_install_script_calls_the_cli_as_it_is():
+    """install-worker.ps1 runs `worker-config` and the task runs `worker`: the options must exist."""
+    text = (REPO / "cluster" / "windows" / "install-worker.ps1").read_text()
+    block = text[text.index("$config = @("):text.index("& $VenvPython @config")]
+    options = re.findall(r'"(--[a-z-]+)"', block)
+    assert {"--scheduler", "--certs", "--scratch", "--port", "--night", "--idle-minutes", "--on-return",
+            "--ras-exe"} <= set(options)
+    values = {"--port": "8788", "--idle-minutes": "15", "--on-return": "finish"}
+    args = build_parser().parse_args(["worker-config", "worker.yaml"] +
+                                     [a for o in options for a in (o, values.get(o, "x"))])
+    assert args.command == "worker-config" and args.port == 8788
+    with pytest.raises(SystemExit):  # the check above would catch a renamed option
+        build_parser().parse_args(["worker-config", "w.yaml", "--scheduler", "x", "--renamed-option", "1"])
+    action = re.search(r'-Argument "(.*?)"\s', text).group(1)
+    assert action.startswith("-m dask_hecras.cli worker --config")
+    args = build_parser().parse_args(action.split()[2:4] + ["C:/Users/me/AppData/Local/dask-hecras/worker.yaml"])
+    assert args.command == "worker" and args.config.name == "worker.yaml"
