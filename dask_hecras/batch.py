@@ -319,6 +319,11 @@ def submit(
     """
     from distributed import fire_and_forget
 
+    from .engines import ENGINES
+
+    if not isinstance(engine, str) or engine.lower() not in ENGINES:
+        raise ValueError(f"engine must be one of {sorted(ENGINES)} (each worker's configuration says what "
+                         f"runs), not {engine!r}")
     root = results_root(results_dir)
     plans = list(plans)
     batch_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]

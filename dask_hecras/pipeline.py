@@ -193,6 +193,7 @@ def run_plan(
     :class:`RetryableFailure` (so ``client.map(run_plan, ..., retries=2)`` retries
     it) unless ``raise_retryable=False``, which returns it as a failed result.
     """
+    get_engine(engine)  # a wrong engine fails before anything is staged
     staged = stage_step(plan, scratch=scratch, results_dir=results_dir, engine=engine, batch=batch,
                         raise_retryable=raise_retryable)
     result = run_step(plan, staged, engine=engine, scratch=scratch, results_dir=results_dir, timeout=timeout,

@@ -76,10 +76,20 @@ def test_command_line(installs, demo):
         assert RasExe(roots=[installs]).command(prj, plan_file, plan)[0] == str(installs / "6.5" / "Ras.exe")
 
 
-def test_engines_are_chosen_by_name():
+def test_engines_are_chosen_by_name(tmp_path, demo, results):
     assert get_engine("ras").name == "ras" and get_engine("fake").name == "fake"
     with pytest.raises(ValueError, match="unknown engine"):
         get_engine("/usr/bin/rm")
+    # An engine object from a client could name any executable: refused before anything runs.
+    marker = tmp_path / "ran"
+    with pytest.raises(TypeError, match="chosen by name"):
+        run_plan(Project(demo).plan("p01"), engine=RasExe(exe=f"/bin/touch {marker}"), results_dir=results)
+    assert not marker.exists() and not results.exists()
+    from dask_hecras.batch import submit
+
+    for bad in ("/bin/sh", RasExe(exe="/bin/sh")):  # refused on the client, before any task is sent
+        with pytest.raises(ValueError, match="engine must be one of"):
+            submit(None, Project(demo).plans, engine=bad, results_dir=results)
 
 
 def test_no_hecras_is_a_retryable_failure_naming_the_machine(tmp_path, demo, results):

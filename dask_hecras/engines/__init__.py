@@ -13,10 +13,14 @@ from .ras import RasExe
 ENGINES: dict[str, type[Engine]] = {"ras": RasExe, "fake": FakeRas}
 
 
-def get_engine(name: str | Engine) -> Engine:
-    """The engine called ``name`` ("ras" or "fake")."""
-    if isinstance(name, Engine):
-        return name
+def get_engine(name: str) -> Engine:
+    """The engine called ``name`` ("ras" or "fake"), set up from this machine's configuration.
+
+    Only names are accepted: an engine object sent by a client could carry any executable.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"an engine is chosen by name ({', '.join(sorted(ENGINES))}), not given as "
+                        f"{type(name).__name__}: each worker's own configuration says what runs")
     try:
         return ENGINES[str(name).lower()]()
     except KeyError:
