@@ -167,12 +167,14 @@ def workers_status(scheduler: str, certs: Path | None) -> int:
         security = make_security(certs, "client")
     with Client(scheduler, security=security, timeout="20s") as client:
         rows = worker_table(client)
-    gib = lambda b: "-" if b is None else f"{b / 2**30:.1f} GiB"  # noqa: E731
+    from dask.utils import format_bytes
+
+    size = lambda b: "-" if b is None else format_bytes(b)  # noqa: E731
     print(f"{len(rows)} workers at {scheduler}, {sum(r['slots'] or 0 for r in rows):g} RAS slots open")
     if rows:
         _table([["name", "worker", "slots", "cores", "HEC-RAS", "free scratch", "cache", "standing", "owner"]] +
                [[r["name"], r["worker"], f"{r['slots']:g}", str(r["cores"] or "-"), r["versions"] or "-",
-                 gib(r["free_scratch_bytes"]), gib(r["cache_bytes"]), r["standing"], r["owner"] or "-"]
+                 size(r["free_scratch_bytes"]), size(r["cache_bytes"]), r["standing"], r["owner"] or "-"]
                 for r in rows])
         paths = [(r["name"], v, exe) for r in rows for v, exe in r["installs"]]
         if paths:

@@ -216,7 +216,9 @@ def _fmt_seconds(value) -> str:
 
 
 def _fmt_bytes(value) -> str:
-    return "" if value is None else f"{value / 2**30:.1f} GiB"
+    from dask.utils import format_bytes
+
+    return "" if value is None else format_bytes(value)
 
 
 def hecras_doc(scheduler, extra, doc) -> None:
