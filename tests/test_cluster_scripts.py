@@ -72,6 +72,15 @@ def scripted_cluster(request, tmp_path):
         assert [w["resources"] for w in info.values()] == [{"RAS": 1}]
         assert [w["name"] for w in info.values()] == [socket.gethostname()]
         assert list(info)[0].endswith(f":{worker_port}")
+        # cluster/dask-hecras.yaml turns the owner policy on; the worker preload applies it and
+        # reports what the PC can do (Linux: no interactive owner, so it takes plans).
+        from dask_hecras.worker import worker_table
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ((rows := worker_table(c))[0]["owner"] and rows[0]["cores"]):
+            time.sleep(0.3)
+        assert rows[0]["owner"].startswith("takes plans") and rows[0]["cores"] == os.cpu_count(), rows
+        assert rows[0]["owner_policy"].endswith("on return: finish")
     yield address, env, f"http://127.0.0.1:{dash}", (["--certs", str(certs)] if tls else [])
     for p in reversed(procs):
         p.terminate()
