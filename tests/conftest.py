@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import shutil
 from pathlib import Path
@@ -24,9 +25,19 @@ def realdata() -> Path:
 
 @pytest.fixture(autouse=True)
 def _clean_config(tmp_path):
-    """Each test gets its own scratch root and default settings."""
-    with dask.config.set({"hecras.scratch": str(tmp_path / "scratch"), "hecras.allowed-roots": []}):
-        yield
+    """Each test gets its own scratch root and default settings, and leaves none behind.
+
+    Code under test may merge a settings file into the global config (``dask-hecras worker
+    --config``); ``dask.config.set`` only undoes the keys it set itself, so the whole
+    config is put back as it was.
+    """
+    saved = copy.deepcopy(dask.config.config)
+    try:
+        with dask.config.set({"hecras.scratch": str(tmp_path / "scratch"), "hecras.allowed-roots": []}):
+            yield
+    finally:
+        dask.config.config.clear()
+        dask.config.config.update(saved)
 
 
 @pytest.fixture

@@ -64,8 +64,7 @@ def test_worker_config_round_trip(certs, tmp_path, capsys):
     assert data["owner"] == {"enabled": True, "night": "20:00-06:30", "idle-minutes": 15.0, "on-return": "suspend"}
     assert data["worker"] == {"scheduler": "ras-scheduler:8786", "certs": str(certs), "port": 8788}
     capsys.readouterr()
-    with dask.config.set({}):  # load_config_file merges into the global config; undo afterwards
-        assert main(["worker", "--config", str(settings), "--print", "--name", "PC-7"]) == 0
+    assert main(["worker", "--config", str(settings), "--print", "--name", "PC-7"]) == 0  # conftest undoes the merge
     line = capsys.readouterr().out.strip()
     assert line.startswith("dask worker tls://ras-scheduler:8786 --name PC-7 ")
     assert "--worker-port 8788 --nanny-port 8789" in line and f"--tls-cert {certs / 'worker.pem'}" in line

@@ -46,7 +46,9 @@ def test_capabilities_of_this_machine(tmp_path):
 
 def test_workers_report_to_the_scheduler_dashboard_and_status(tmp_path, capsys):
     roots = ras_installs(tmp_path / "HEC-RAS")
-    settings = {"hecras.ras-roots": [str(roots)], "hecras.worker.report-every": "1s", "hecras.owner.enabled": True}
+    # No night window: inside one the policy says so, and the decision would depend on the hour.
+    settings = {"hecras.ras-roots": [str(roots)], "hecras.worker.report-every": "1s", "hecras.owner.enabled": True,
+                "hecras.owner.night": None}
     with dask.config.set(settings), local_cluster(2, dashboard_address=":0") as cluster, Client(cluster) as client:
         deadline = time.monotonic() + 60
         rows = worker_table(client)
