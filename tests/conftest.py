@@ -38,6 +38,8 @@ def _clean_config(tmp_path):
     finally:
         dask.config.config.clear()
         dask.config.config.update(saved)
+        for defaults in dask.config.defaults:  # of modules first imported during the test
+            dask.config.update(dask.config.config, copy.deepcopy(defaults), priority="old")
 
 
 @pytest.fixture
