@@ -160,6 +160,9 @@ def validate_step(result: PlanResult, plan: Plan) -> PlanResult:
 
 def summarise_step(result: PlanResult, results_dir: str | os.PathLike | None = None) -> PlanResult:
     """Write ``summary.nc`` beside the results, then ``result.json``, the completion mark."""
+    if result.ok and result.folder is not None and _superseded(result.folder, result):
+        result.summary = result.folder / "summary.nc"  # a later run's, already in place: leave it be
+        return result
     if result.ok and result.hdf is not None and result.folder is not None:
         tmp = result.folder / f".summary.nc.{uuid.uuid4().hex[:8]}.tmp"
         try:
@@ -256,7 +259,9 @@ def _land(result: PlanResult, staged: StagedPlan, log: Path, root: Path) -> None
     """Copy results into a temporary folder beside their place, then rename it into place.
 
     A reader never sees half a result, and a failed attempt never replaces an
-    earlier good result: it lands beside it in ``<plan>.failed``.
+    earlier good result: it lands beside it in ``<plan>.failed``. A success from a run
+    that started before the whole success already in place (a lost worker finishing
+    late) does not land at all.
     """
     plan = staged.plan
     project_dir = root / plan.project_name
@@ -266,16 +271,36 @@ def _land(result: PlanResult, staged: StagedPlan, log: Path, root: Path) -> None
     incoming.mkdir()
     try:
         _fill(result, staged, log, incoming, final)
+        if result.ok and _superseded(final, result):
+            # A worker cut off from the cluster (a laptop that slept) finished a run after the
+            # plan had run again elsewhere and landed whole: keep that, drop this late copy.
+            shutil.rmtree(incoming, ignore_errors=True)
+            result.hdf, result.log = final / plan.results_name, final / log.name
+            result.reason += f" A later run of this plan had already landed in {final}; this run's copy was not kept."
+            return
+        old = None
+        if final.exists():
+            old = project_dir / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+        try:
+            os.replace(incoming, final)
+        except OSError:  # another machine landed this plan in the same instant
+            if old is not None and not final.exists():
+                os.replace(old, final)
+            raise
     except BaseException:
         shutil.rmtree(incoming, ignore_errors=True)  # nothing half-copied stays behind
         raise
-    old = None
-    if final.exists():
-        old = project_dir / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-    os.replace(incoming, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _superseded(final: Path, result: PlanResult) -> bool:
+    """``final`` already holds a whole success (result.json written) of a run started after this one."""
+    data = records.read_json(final / "result.json")
+    if not data or data.get("status") != SUCCEEDED or data.get("run_start") is None or result.run_start is None:
+        return False
+    return float(data["run_start"]) > result.run_start
 
 
 def _fill(result: PlanResult, staged: StagedPlan, log: Path, incoming: Path, final: Path) -> None:
