@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 from . import config, records
-from .pipeline import RetryableFailure, results_root, run_step, stage_step, summarise_step, validate_step
+from .pipeline import RetryableFailure, landed, results_root, run_step, stage_step, summarise_step, validate_step
 from .project import Plan
 from .staging import mesh_cells
 from .records import FAILED, SUCCEEDED, PlanResult
@@ -84,6 +84,9 @@ def _free_disk(path) -> int | None:
 
 
 def stage_task(plan: Plan, **kwargs):
+    done = landed(plan, kwargs.get("results_dir"), kwargs.get("batch", ""))
+    if done is not None:  # computed again after a lost worker: the results are already whole on disk
+        return done
     _event(plan.key, "stage", "started")
     staged = stage_step(plan, **kwargs)
     from .staging import machine_cache, scratch_root
@@ -99,6 +102,9 @@ def run_task(plan: Plan, staged, **kwargs) -> PlanResult:
 
     A worker whose runs keep failing (or that has no HEC-RAS) is taken out of rotation.
     """
+    done = landed(plan, kwargs.get("results_dir"), kwargs.get("batch", ""))
+    if done is not None:  # landed by another worker while this run waited for its slot
+        return done
     root = results_root(kwargs.get("results_dir"))
     attempt = len(records.attempts(root, plan.project_name, plan.id, kwargs.get("batch", ""))) + 1
     _event(plan.key, "run", "started", attempt=attempt)

@@ -161,7 +161,7 @@ def validate_step(result: PlanResult, plan: Plan) -> PlanResult:
 def summarise_step(result: PlanResult, results_dir: str | os.PathLike | None = None) -> PlanResult:
     """Write ``summary.nc`` beside the results, then ``result.json``, the completion mark."""
     if result.ok and result.folder is not None and _superseded(result.folder, result):
-        result.summary = result.folder / "summary.nc"  # a later run's, already in place: leave it be
+        result.summary = result.folder / "summary.nc"  # this run's or a later one's, in place: leave it be
         return result
     if result.ok and result.hdf is not None and result.folder is not None:
         tmp = result.folder / f".summary.nc.{uuid.uuid4().hex[:8]}.tmp"
@@ -176,6 +176,22 @@ def summarise_step(result: PlanResult, results_dir: str | os.PathLike | None = N
         result.attempts = records.attempts(results_root(results_dir), result.project, result.plan_id, result.batch)
         records.write_json(result.folder / "result.json", result.to_json())
     return result
+
+
+def landed(plan: Plan, results_dir: str | os.PathLike | None = None, batch: str = "") -> PlanResult | None:
+    """This batch's whole success of ``plan`` when it is already in the results folder.
+
+    Dask computes a finished plan's tasks again when the only worker holding their result
+    is lost (a PC switched off, a cable pulled), and a cut-off worker may land a plan the
+    scheduler has given to another: the results are safe on disk, so the plan is not run
+    again. Runs outside a batch have nothing to tell them apart and always run.
+    """
+    if not batch:
+        return None
+    r = records.load_result(results_root(results_dir), plan.project_name, plan.id)
+    if r is None or not r.ok or r.batch != batch or r.hdf is None or not r.hdf.is_file():
+        return None
+    return r
 
 
 def run_plan(
@@ -296,11 +312,11 @@ def _land(result: PlanResult, staged: StagedPlan, log: Path, root: Path) -> None
 
 
 def _superseded(final: Path, result: PlanResult) -> bool:
-    """``final`` already holds a whole success (result.json written) of a run started after this one."""
+    """``final`` already holds a whole success (result.json written) of this run or a later one."""
     data = records.read_json(final / "result.json")
     if not data or data.get("status") != SUCCEEDED or data.get("run_start") is None or result.run_start is None:
         return False
-    return float(data["run_start"]) > result.run_start
+    return float(data["run_start"]) >= result.run_start
 
 
 def _fill(result: PlanResult, staged: StagedPlan, log: Path, incoming: Path, final: Path) -> None:

@@ -242,18 +242,23 @@ def load_config_file(path: str | os.PathLike) -> None:
 
 
 def run_worker(args: list[str], *, log: str | os.PathLike, restart: bool = True,
-               first_delay: float = 15.0, max_delay: float = 600.0) -> int:
+               first_delay: float | None = None, max_delay: float = 600.0) -> int:
     """Run ``dask worker ARGS`` as a child process tree, and start it again when it ends.
 
     A worker ends when it loses the scheduler (a restart, a network cut) or crashes; on an
-    office PC nobody is there to start it again. Stopping this process (Ctrl-C, SIGTERM, the
-    Scheduled Task's stop) kills the whole tree, Ras.exe included (a Job Object on Windows).
-    Output goes to ``log``, rotated at 20 MB.
+    office PC nobody is there to start it again. The first restart waits
+    ``hecras.worker.restart-delay``, each further one twice as long, up to ``max_delay``.
+    Stopping this process (Ctrl-C, SIGTERM, the Scheduled Task's stop) kills the whole
+    tree, Ras.exe included (a Job Object on Windows). Output goes to ``log``, rotated at 20 MB.
     """
     import signal
 
+    from dask.utils import parse_timedelta
+
     from .engines.runner import run_process
 
+    if first_delay is None:
+        first_delay = float(parse_timedelta(config.get("worker.restart-delay", "15s"), default="s"))
     log = Path(log)
     if threading_main() and hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so the tree is killed

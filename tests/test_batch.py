@@ -110,6 +110,29 @@ def test_a_worker_killed_mid_run_does_not_lose_the_plan(client, tmp_path):
     assert len(list((results / "Demo").glob("p01*"))) == 1, "nothing duplicated in results_dir"
 
 
+def test_a_finished_plan_is_not_run_again_when_its_worker_is_lost(client, tmp_path):
+    """Dask computes a finished key again when the only worker holding it dies (a PC switched
+    off overnight). The plan's results are already whole in results_dir: it is not run again."""
+    prj = project(tmp_path, 2, {"p01": {"seconds": 0.5}, "p02": {"seconds": 0.5}})
+    results = tmp_path / "results"
+    batch = submit(client, Project(prj).plans, results_dir=results, retries=1).wait(timeout=120)
+    first = {r.plan_id: r for r in batch.results()}
+    assert all(r.ok for r in first.values())
+    kept = {p.name: p.stat().st_mtime_ns for p in (results / "Demo" / "p01").iterdir()}
+    key = next(f.key for f in batch.futures if f.key.endswith("p01"))
+    (holder,) = client.who_has()[key]
+    pid = client.run(os.getpid, workers=[holder])[holder]
+    psutil.Process(pid).kill()  # the nanny starts a new, empty worker
+    deadline = time.monotonic() + 60
+    while holder in client.scheduler_info()["workers"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    batch.wait(timeout=120)
+    again = {r.plan_id: r for r in batch.results()}
+    assert again["p01"].ok and again["p01"].run_start == first["p01"].run_start, "p01 ran again"
+    assert len(all_attempts(results, prj)["p01"]) == 1, "one engine run of p01"
+    assert {p.name: p.stat().st_mtime_ns for p in (results / "Demo" / "p01").iterdir()} == kept
+
+
 def test_detached_batch_finishes_after_its_client_closed(cluster, tmp_path):
     prj = project(tmp_path, 4, {"p01": {"seconds": 1.5}, "p02": {"seconds": 1.0}})
     results = tmp_path / "results"
