@@ -9,6 +9,7 @@ if (-not $Certs) { $Certs = Join-Path $PSScriptRoot "certs" }
 $tls = @()
 if ($Insecure) {
     Write-Warning "plain tcp, not encrypted: any client can run code on the workers"
+    $env:DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION = "False"
 } elseif (-not (Test-Path (Join-Path $Certs "scheduler.pem"))) {
     throw "No certificates in $Certs; make them with: dask-hecras certs $Certs --host $env:COMPUTERNAME"
 } else {

@@ -11,6 +11,7 @@ dashboard=${2:-8787}
 certs=${3:-${HECRAS_CERTS:-$here/certs}}
 if [ "$certs" = insecure ]; then
   echo "warning: plain tcp, not encrypted; any client can run code on the workers" >&2
+  export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=False
   exec dask scheduler --port "$port" --dashboard-address ":$dashboard" --preload dask_hecras.dashboard
 fi
 if [ ! -f "$certs/scheduler.pem" ]; then

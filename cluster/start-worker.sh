@@ -11,6 +11,7 @@ scratch=${2:-${TMPDIR:-/tmp}/dask-hecras}
 certs=${3:-${HECRAS_CERTS:-$here/certs}}
 mkdir -p "$scratch"
 if [ "$certs" = insecure ]; then
+  export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=False
   exec dask-hecras worker "$scheduler" --scratch "$scratch"
 fi
 exec dask-hecras worker "$scheduler" --scratch "$scratch" --certs "$certs"

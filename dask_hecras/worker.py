@@ -223,8 +223,11 @@ def worker_config(scheduler: str, certs: str | os.PathLike | None, *, scratch: s
         hecras["scratch"] = str(scratch)
     if ras_exe:
         hecras["ras-exe"] = str(ras_exe)
+    # TLS is the gate: plain tcp only where the address says so (a trial).
+    encrypted = not scheduler.startswith("tcp://")
     header = "# dask-hecras worker settings, written by `dask-hecras worker-config`.\n"
-    return header + yaml.safe_dump({"hecras": hecras}, sort_keys=False, default_flow_style=False)
+    return header + yaml.safe_dump({"hecras": hecras, "distributed": {"comm": {"require-encryption": encrypted}}},
+                                   sort_keys=False, default_flow_style=False)
 
 
 def load_config_file(path: str | os.PathLike) -> None:

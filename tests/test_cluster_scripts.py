@@ -32,6 +32,27 @@ def test_cluster_config_is_valid_dask_config():
     assert config["distributed"]["scheduler"]["allowed-failures"] >= 5
 
 
+async def test_the_cluster_config_refuses_plain_tcp():
+    """With cluster/dask-hecras.yaml a scheduler, worker or client will not talk plain tcp,
+    even when given a tcp:// address (only the scripts' explicit insecure mode turns it off)."""
+    import asyncio
+
+    from distributed import Security
+    from distributed.comm import connect
+
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)  # a plain tcp peer
+    port = server.sockets[0].getsockname()[1]
+    try:
+        cluster = dask.config.collect(paths=[str(CLUSTER)], env={})
+        with dask.config.set({"distributed.comm.require-encryption": cluster["distributed"]["comm"]["require-encryption"]}):
+            security = Security()
+            assert security.require_encryption
+            with pytest.raises(RuntimeError, match="encryption required by Dask configuration"):
+                await connect(f"tcp://127.0.0.1:{port}", timeout=5, **security.get_connection_args("worker"))
+    finally:
+        server.close()
+
+
 @pytest.mark.parametrize("script", sorted(CLUSTER.glob("*.sh")), ids=lambda p: p.name)
 def test_shell_scripts_parse(script):
     assert subprocess.run(["sh", "-n", str(script)]).returncode == 0

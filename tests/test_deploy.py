@@ -63,12 +63,18 @@ def test_worker_config_round_trip(certs, tmp_path, capsys):
     assert data["scratch"] == windows_scratch and data["ras-exe"].endswith("6.6\\Ras.exe")
     assert data["owner"] == {"enabled": True, "night": "20:00-06:30", "idle-minutes": 15.0, "on-return": "suspend"}
     assert data["worker"] == {"scheduler": "ras-scheduler:8786", "certs": str(certs), "port": 8788}
+    assert yaml.safe_load(settings.read_text())["distributed"] == {"comm": {"require-encryption": True}}
     capsys.readouterr()
     assert main(["worker", "--config", str(settings), "--print", "--name", "PC-7"]) == 0  # conftest undoes the merge
     line = capsys.readouterr().out.strip()
     assert line.startswith("dask worker tls://ras-scheduler:8786 --name PC-7 ")
     assert "--worker-port 8788 --nanny-port 8789" in line and f"--tls-cert {certs / 'worker.pem'}" in line
     assert "--local-directory 'D:\\hecras scratch'" in line
+
+    trial = tmp_path / "trial.yaml"  # plain tcp only where the address says so
+    assert main(["worker-config", str(trial), "--scheduler", "tcp://10.0.0.5:8786", "--no-owner"]) == 0
+    assert yaml.safe_load(trial.read_text())["distributed"] == {"comm": {"require-encryption": False}}
+    capsys.readouterr()
 
     assert main(["worker-config", str(tmp_path / "bad.yaml"), "--scheduler", "x", "--night", "7pm"]) == 2
     assert "hecras.owner.night must look like 19:00-07:00, not '7pm'" in capsys.readouterr().err
@@ -182,3 +188,17 @@ def test_install_script_calls_the_cli_as_it_is():
     assert action.startswith("-m dask_hecras.cli worker --config")
     args = build_parser().parse_args(action.split()[2:4] + ["C:/Users/me/AppData/Local/dask-hecras/worker.yaml"])
     assert args.command == "worker" and args.config.name == "worker.yaml"
+
+
+def test_uninstall_script_finds_a_scratch_folder_installed_elsewhere(certs, tmp_path):
+    """uninstall-worker.ps1 reads the scratch folder from worker.yaml with the venv's Python,
+    to name it (it never deletes a folder outside its own)."""
+    text = (REPO / "cluster" / "windows" / "uninstall-worker.ps1").read_text()
+    code = re.search(r'\$read = "(.*?)"\n', text).group(1)
+    for scratch, expected in (("D:\\hecras scratch", "D:\\hecras scratch"), (None, "")):
+        settings = tmp_path / "worker.yaml"
+        extra = ["--scratch", scratch] if scratch else []
+        assert main(["worker-config", str(settings), "--scheduler", "ras-scheduler:8786", "--certs", str(certs),
+                     *extra]) == 0
+        out = subprocess.run([sys.executable, "-c", code, str(settings)], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected
