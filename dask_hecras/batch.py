@@ -28,6 +28,7 @@ from .records import FAILED, SUCCEEDED, PlanResult
 from .validation import validate
 
 RESOURCE = "RAS"
+REQUEUED = "the PC's owner came back (hecras.owner.on-return: requeue); the plan goes back in the queue"
 
 
 # --------------------------------------------------------------------------- tasks
@@ -113,14 +114,25 @@ def run_task(plan: Plan, staged, **kwargs) -> PlanResult:
     key = _current_key()
     cancelled = _cancelled(key)
 
+    def stop() -> str | bool:
+        if key in owner.REQUEUE:
+            return REQUEUED
+        return "the task was cancelled" if cancelled() else False
+
     def on_start(pid: int) -> None:
         if key is not None:
             owner.RUNNING[key] = pid  # the owner policy may suspend or stop it
 
     try:
-        result = run_step(plan, staged, cancel=lambda: cancelled() or key in owner.REQUEUE, on_start=on_start,
-                          **kwargs)
+        result = run_step(plan, staged, cancel=stop, on_start=on_start, **kwargs)
     except RetryableFailure as e:
+        if e.result.problem == "cancelled" and key in owner.REQUEUE:
+            # Not a failure: back to the scheduler, which places it on a PC with a free slot,
+            # without spending one of the plan's retries.
+            from distributed import Reschedule
+
+            _event(plan.key, "run", "requeued", attempt=e.result.attempt, status="requeued", reason=e.result.reason)
+            raise Reschedule() from None
         _event(plan.key, "run", "retrying", attempt=e.result.attempt, status="failed", reason=e.result.reason)
         _after_run(e.result, kwargs.get("results_dir"))
         raise

@@ -139,13 +139,14 @@ class HecrasPlugin(SchedulerPlugin):
             self._set(key, state="running", worker=worker, attempt=msg.get("attempt", 0), started=time.time(),
                       message="")
             self.runs.append({"plan": key, "worker": worker, "start": time.time(), "end": None, "status": "running"})
-        elif step == "run" and phase in ("finished", "retrying"):
+        elif step == "run" and phase in ("finished", "retrying", "requeued"):
             for r in reversed(self.runs):
                 if r["plan"] == key and r["end"] is None:
                     r.update(end=time.time(), status=msg.get("status", phase))
                     break
-            self._set(key, state="retrying" if phase == "retrying" else "validating",
-                      message=msg.get("reason", ""), attempt=msg.get("attempt", 0))
+            state = {"retrying": "retrying", "requeued": "queued"}.get(phase, "validating")
+            self._set(key, state=state, message=msg.get("reason", ""), attempt=msg.get("attempt", 0),
+                      **({"worker": ""} if phase == "requeued" else {}))
         elif step == "summarise" and phase == "finished":
             self._set(key, state=msg.get("status", "succeeded"), message=msg.get("reason", ""))
 

@@ -95,14 +95,15 @@ def run_step(
     results_dir: str | os.PathLike | None = None,
     timeout: float | str | None = None,
     batch: str = "",
-    cancel: Callable[[], bool] | None = None,
+    cancel: Callable[[], bool | str] | None = None,
     raise_retryable: bool = True,
     on_start: Callable[[int], None] | None = None,
 ) -> PlanResult:
     """Run the engine on a staged plan, judge the run, copy its results back.
 
-    If the staged files are not on this machine (Dask placed the run elsewhere),
-    the plan is staged again here and the result says so.
+    If the staged files are not on this machine (Dask placed the run elsewhere), or an
+    earlier attempt ran in them (a retry: HEC-RAS may have written there, and that folder
+    is kept for inspection), the plan is staged again here and the result says so.
     """
     if isinstance(staged, PlanResult):
         return staged  # staging already ended it (bad input)
@@ -110,7 +111,8 @@ def run_step(
     root = results_root(results_dir)
     timeout_s = config.timeout_seconds(timeout if timeout is not None else config.get("timeout"))
     result = _new_result(plan, engine_.name, batch, root)
-    if staged is None or staged.host != result.host or not staged.prj.is_file():
+    if (staged is None or staged.host != result.host or not staged.prj.is_file()
+            or (staged.run_dir / ".failed").exists()):
         again = stage_step(plan, scratch=scratch, results_dir=results_dir, engine=engine_.name, batch=batch,
                            raise_retryable=raise_retryable)
         if isinstance(again, PlanResult):
@@ -202,7 +204,7 @@ def run_plan(
     results_dir: str | os.PathLike | None = None,
     timeout: float | str | None = None,
     batch: str = "",
-    cancel: Callable[[], bool] | None = None,
+    cancel: Callable[[], bool | str] | None = None,
     raise_retryable: bool = True,
 ) -> PlanResult:
     """Run one plan and land its results in ``results_dir/<project>/<plan id>/``.
@@ -242,7 +244,8 @@ def _judge(run: EngineRun, v: Validation, timeout: float | None) -> tuple[str, s
         return FAILED, (f"Timed out after {timeout:g} s: the engine was stopped and its whole process tree "
                         f"killed. {v.reason}").strip(), True
     if run.process.cancelled:
-        return FAILED, "Cancelled: the engine was stopped and its whole process tree killed.", True
+        why = f" ({run.process.cancel_reason})" if run.process.cancel_reason else ""
+        return FAILED, f"Cancelled{why}: the engine was stopped and its whole process tree killed.", True
     if v.ok:
         return SUCCEEDED, v.reason, False
     reason = v.reason

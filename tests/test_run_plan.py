@@ -130,3 +130,22 @@ def test_retryable_failures_raise_for_dask_to_retry(demo, results):
     # an unstable model is not retried: a failed result comes back
     set_behaviour(demo, {"p01": {"seconds": 0.1, "outcome": "unstable"}})
     assert run_plan(plan, results_dir=results).validation == "failed"
+
+
+def test_a_retry_runs_in_a_fresh_folder_and_the_failed_one_is_kept(demo, results):
+    """Dask retries the run task with the same staged plan: the retry must not run in the
+    folder the failed attempt left (HEC-RAS may have written into it), which is kept as it was."""
+    from dask_hecras.pipeline import run_step, stage_step
+
+    (demo.parent / "fake-ras.json").write_text(json.dumps({"p01": {"seconds": 0.1, "outcome": "crash"}}))
+    plan = Project(demo).plan("p01")
+    staged = stage_step(plan, results_dir=results)
+    folders = []
+    for _ in range(2):
+        with pytest.raises(RetryableFailure) as e:
+            run_step(plan, staged, results_dir=results)
+        folders.append(e.value.result.scratch)
+    assert folders[0] == staged.run_dir and folders[1] != folders[0], folders
+    assert all((f / ".failed").is_file() and (f / "Demo.p01.engine.log").is_file() for f in folders)
+    assert (folders[0] / "Demo.p01.engine.log").read_text().count("$ ") == 1, "the first folder was run in again"
+    assert e.value.result.restaged

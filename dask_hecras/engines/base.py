@@ -55,7 +55,7 @@ class Engine:
         *,
         log: Path,
         timeout: float | None = None,
-        cancel: Callable[[], bool] | None = None,
+        cancel: Callable[[], bool | str] | None = None,
         on_start: Callable[[int], None] | None = None,
     ) -> EngineRun:
         command = self.command(prj, plan_file, plan)

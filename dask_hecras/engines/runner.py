@@ -32,6 +32,7 @@ class ProcessResult:
     log: Path
     timed_out: bool = False
     cancelled: bool = False
+    cancel_reason: str = ""  # why, when ``cancel()`` said so
 
     @property
     def killed(self) -> bool:
@@ -44,21 +45,22 @@ def run_process(
     cwd: Path,
     log: Path,
     timeout: float | None = None,
-    cancel: Callable[[], bool] | None = None,
+    cancel: Callable[[], bool | str] | None = None,
     env: Mapping[str, str] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> ProcessResult:
     """Run ``command`` in ``cwd`` with stdout and stderr appended to ``log``.
 
     Stops it, children included, when ``timeout`` seconds have passed or
-    ``cancel()`` returns true. When the main process exits by itself, helper
-    processes it left behind are killed too, so nothing outlives a run.
+    ``cancel()`` returns true (or a text saying why). When the main process exits by
+    itself, helper processes it left behind are killed too, so nothing outlives a run.
     """
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     timed_out = cancelled = False
+    why = ""
     with open(log, "ab") as out:
         out.write(f"$ {subprocess.list2cmdline(list(command))}\n".encode())
         out.flush()
@@ -86,8 +88,9 @@ def run_process(
             if deadline is not None and time.monotonic() >= deadline:
                 timed_out = True
                 break
-            if cancel is not None and cancel():
-                cancelled = True
+            stop = cancel() if cancel is not None else False
+            if stop:
+                cancelled, why = True, stop if isinstance(stop, str) else ""
                 break
     finally:
         # Always: on a stop, on an exception in this thread, and after a normal exit
@@ -101,10 +104,10 @@ def run_process(
         if timed_out:
             out.write(f"\n[dask-hecras] timed out after {timeout:g} s; process tree killed\n".encode())
         elif cancelled:
-            out.write(b"\n[dask-hecras] cancelled; process tree killed\n")
+            out.write(f"\n[dask-hecras] cancelled{f' ({why})' if why else ''}; process tree killed\n".encode())
         else:
             out.write(f"\n[dask-hecras] exit code {exit_code} after {seconds:.1f} s\n".encode())
-    return ProcessResult(exit_code, seconds, log, timed_out, cancelled)
+    return ProcessResult(exit_code, seconds, log, timed_out, cancelled, why)
 
 
 def _new_group_kwargs() -> dict:
