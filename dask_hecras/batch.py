@@ -178,7 +178,9 @@ def take_out_of_rotation(worker, reason: str, root: Path, state: str = "out of r
     """
     from distributed.utils import sync
 
-    sync(worker.loop, worker.set_resources, **{RESOURCE: 0})
+    from .owner import update_slots
+
+    sync(worker.loop, update_slots, worker, in_rotation=False)
     try:
         from distributed import get_client
 
@@ -412,13 +414,14 @@ async def _set_slots(slots: int, root: str, state: str, reason: str, dask_worker
                                             "state": state, "reason": reason,
                                             "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
     dask_worker.log_event("hecras", {"action": state, "worker": dask_worker.address, "reason": reason})
-    from .owner import set_slots
+    from .owner import update_slots
 
-    await set_slots(dask_worker, slots)
+    await update_slots(dask_worker, in_rotation=state == "in rotation", full=slots or None)
 
 
 def restore(client, workers: list[str] | None = None, *, results_dir=None, slots: int = 1) -> None:
-    """Put workers (all by default) back into rotation with ``slots`` RAS slots."""
+    """Put workers (all by default) back into rotation with ``slots`` RAS slots (opened when
+    their owner policy allows: not while a colleague works at the PC)."""
     client.run(_set_slots, slots, str(results_root(results_dir)), "in rotation", "restored", workers=workers)
 
 

@@ -147,6 +147,26 @@ async def set_slots(worker, slots: int) -> None:
                                             kwargs=dumps({}), wait=True)
 
 
+async def update_slots(worker, *, in_rotation: bool | None = None, owner_away: bool | None = None,
+                       full: int | None = None) -> int:
+    """Open the worker's RAS slots only while it is in rotation *and* its owner is away.
+
+    Two things close a PC's slots: the owner policy, and being out of rotation (no
+    HEC-RAS, failing runs, drained). Each says only its own part, so neither undoes the
+    other. ``full`` is the slot count when open (the worker's ``--resources RAS=n``).
+    """
+    state = getattr(worker, "_hecras_slots", None)
+    if state is None:
+        started = int(worker.state.total_resources.get("RAS", 1))
+        state = worker._hecras_slots = {"full": started or 1, "in_rotation": True, "owner_away": True}
+    for key, value in (("in_rotation", in_rotation), ("owner_away", owner_away), ("full", full)):
+        if value is not None:
+            state[key] = value
+    slots = state["full"] if state["in_rotation"] and state["owner_away"] else 0
+    await set_slots(worker, slots)
+    return slots
+
+
 def _schedule_waiting(address: str, dask_scheduler=None) -> int:
     ws = dask_scheduler.workers.get(address)
     if ws is None:
@@ -201,7 +221,7 @@ class OwnerPlugin(WorkerPlugin):
         self.interval = interval
         self.idle_seconds = idle_seconds or default_idle_seconds
         self.cpu_percent = cpu_percent or other_cpu_percent
-        self.slots = slots
+        self.slots = slots  # when open; default: what the worker was started with (--resources RAS=n)
         self.state = None  # last applied: "open", "closed"
         self.suspended = False
 
@@ -210,8 +230,6 @@ class OwnerPlugin(WorkerPlugin):
 
         self.worker = worker
         self.policy = self.policy or OwnerPolicy.from_config()
-        if self.slots is None:  # the slots the worker was started with (--resources RAS=n)
-            self.slots = int(worker.state.total_resources.get("RAS", 1)) or 1
         self._pc = PeriodicCallback(self._tick, self.interval * 1000)
         worker.loop.add_callback(self._tick)
         self._pc.start()
@@ -227,7 +245,7 @@ class OwnerPlugin(WorkerPlugin):
         worker = self.worker
         want = "open" if d.may_start else "closed"
         if want != self.state:
-            await set_slots(worker, self.slots if d.may_start else 0)
+            await update_slots(worker, owner_away=d.may_start, full=self.slots)
             self.state = want
             worker.log_event("hecras", {"action": "owner", "worker": worker.address,
                                         "decision": "takes plans" if d.may_start else "no new plans",

@@ -117,20 +117,57 @@ def test_no_plans_while_the_owner_works_and_suspend_on_return(owned_cluster, tmp
 
 
 def test_requeue_stops_the_run_and_it_runs_again(owned_cluster, tmp_path):
+    """The owner comes back three times during one plan: each time its run is stopped and the
+    plan goes back in the queue. That is not a failure: it spends none of the plan's retries."""
     client, idle = owned_cluster
     set_idle(idle, 3600)
     policy = OwnerPolicy(idle_minutes=10, cpu_percent=90, night=None, on_return="requeue")
     client.register_plugin(OwnerPlugin(policy, interval=0.3, idle_seconds=FileIdle(idle), cpu_percent=NoLoad()))
     prj = make_project(tmp_path / "project", n_plans=1, behaviour={"p01": {"seconds": 4}})
-    batch = submit(client, Project(prj).plans, results_dir=tmp_path / "results", retries=2)
-    assert wait_for(lambda: len(engine_processes(tmp_path)) >= 2)
-    set_idle(idle, 0)  # the owner is back: stop the run
-    assert wait_for(lambda: not engine_processes(tmp_path)), "the run was stopped, its whole tree killed"
-    time.sleep(1)
-    set_idle(idle, 3600)
+    batch = submit(client, Project(prj).plans, results_dir=tmp_path / "results", retries=1)
+    for _ in range(3):
+        assert wait_for(lambda: len(engine_processes(tmp_path)) >= 2), "the plan (re)starts once the owner is away"
+        set_idle(idle, 0)  # the owner is back: stop the run
+        assert wait_for(lambda: not engine_processes(tmp_path)), "the run was stopped, its whole tree killed"
+        time.sleep(1)
+        set_idle(idle, 3600)
     batch.wait(timeout=120)
     (r,) = batch.results()
-    assert r.ok and [a["status"] for a in r.attempts] == ["failed", "succeeded"]
-    assert "Cancelled" in r.attempts[0]["reason"]
+    assert r.ok and [a["status"] for a in r.attempts] == ["failed"] * 3 + ["succeeded"], r.attempts
+    assert all("the PC's owner came back" in a["reason"] and a["problem"] == "cancelled" for a in r.attempts[:3])
     saved = json.loads((tmp_path / "results" / "Demo" / "p01" / "result.json").read_text())
     assert saved["status"] == "succeeded"
+    requeued = [e for _, e in client.get_events("hecras") if e.get("phase") == "requeued"]
+    assert len(requeued) == 3 and all(e["plan"] == "Demo-p01" for e in requeued)
+
+
+def test_the_owner_never_reopens_a_worker_out_of_rotation(owned_cluster, tmp_path):
+    """Two reasons close a PC's slot: its owner, and being out of rotation (no HEC-RAS here).
+    Either one keeps it closed: the owner leaving does not undo the rotation, and restoring
+    the worker does not open it while its owner works."""
+    from dask_hecras.batch import restore
+
+    client, idle = owned_cluster
+    set_idle(idle, 3600)
+    policy = OwnerPolicy(idle_minutes=10, cpu_percent=90, night=None, on_return="finish")
+    client.register_plugin(OwnerPlugin(policy, interval=0.3, idle_seconds=FileIdle(idle), cpu_percent=NoLoad()))
+    assert wait_for(lambda: ras_slots(client) == 1)
+    prj = make_project(tmp_path / "project", n_plans=1)
+    (r,) = submit(client, Project(prj).plans, engine="ras", results_dir=tmp_path / "results",
+                  retries=0).wait(timeout=120).results()
+    assert not r.ok and "not installed" in r.reason  # no HEC-RAS on this machine: out of rotation
+    assert wait_for(lambda: ras_slots(client) == 0)
+
+    set_idle(idle, 0)  # the owner comes and goes
+    time.sleep(1.5)
+    set_idle(idle, 3600)
+    time.sleep(1.5)
+    assert ras_slots(client) == 0, "the owner leaving reopened a worker out of rotation"
+
+    set_idle(idle, 0)
+    time.sleep(1.5)
+    restore(client, results_dir=tmp_path / "results")
+    time.sleep(1.5)
+    assert ras_slots(client) == 0, "restore opened the slot while the owner works"
+    set_idle(idle, 3600)
+    assert wait_for(lambda: ras_slots(client) == 1), "in rotation and the owner away: the slot opens"
