@@ -215,7 +215,7 @@ def estimates(plans: list[Plan], root: Path) -> dict[str, float]:
     for plan in plans:
         r = records.load_result(root, plan.project_name, plan.id)
         if r is not None and r.ok and r.run_seconds:
-            history[plan.key] = float(r.run_seconds)
+            history[plan.key] = float(r.run_seconds) - float(r.paused_seconds or 0)  # paused by an owner
     work = {p.key: plan_work(p) for p in plans}
     ratios = sorted(history[k] / work[k] for k in history if work[k] > 0)
     per_unit = ratios[len(ratios) // 2] if ratios else 1e-7

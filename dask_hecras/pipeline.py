@@ -133,6 +133,7 @@ def run_step(
     result.run_end = time.time()
     result.exit_code = run.exit_code
     result.run_seconds = run.seconds
+    result.paused_seconds = run.process.paused_seconds
     v = validate(staged.results_hdf, plan=plan)
     result.validation = v.status
     status, reason, retryable = _judge(run, v, timeout_s)

@@ -40,6 +40,7 @@ class PlanResult:
     log: Path | None = None  # the engine's stdout and stderr
     exit_code: int | None = None
     run_seconds: float | None = None  # wall time of the engine process
+    paused_seconds: float = 0.0  # of which suspended by the owner policy
     validation: str = ""  # validate()'s status: succeeded, failed, incomplete, corrupt, missing
     retryable: bool = False  # running again may help (cut short, not judged a failure)
     problem: str = ""  # what kind of failure: input, staging, engine-not-found, timeout, cancelled, run
@@ -78,6 +79,7 @@ class PlanResult:
     def attempt_record(self) -> dict:
         return {"attempt": self.attempt, "host": self.host, "worker": self.worker, "status": self.status,
                 "validation": self.validation, "problem": self.problem, "reason": self.reason, "seconds": self.run_seconds,
+                "paused_seconds": self.paused_seconds,
                 "started": self.started, "finished": self.finished, "restaged": self.restaged,
                 "run_start": self.run_start, "run_end": self.run_end}
 

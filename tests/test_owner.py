@@ -111,7 +111,7 @@ def test_no_plans_while_the_owner_works_and_suspend_on_return(owned_cluster, tmp
     set_idle(idle, 3600)
     batch.wait(timeout=120)
     (r,) = batch.results()
-    assert r.ok and r.run_seconds > 4 + 1.0, "the run was paused, then finished"
+    assert r.ok and r.run_seconds > 4 + 1.0 and r.paused_seconds >= 1.0, "the run was paused, then finished"
     events = [e for _, e in client.get_events("hecras") if e.get("action") == "owner"]
     assert [e["decision"] for e in events][:4] == ["no new plans", "takes plans", "no new plans", "suspended"]
 

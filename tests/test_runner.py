@@ -73,3 +73,36 @@ def test_helpers_left_behind_after_a_normal_exit_are_killed(tmp_path):
     r = run_process(_script(tmp_path, "time.sleep(0.5)"), cwd=tmp_path, log=tmp_path / "n.log", timeout=60)
     assert r.exit_code == 0
     assert _gone(int((tmp_path / "child.pid").read_text()))
+
+
+def test_a_suspended_run_does_not_use_up_its_timeout(tmp_path):
+    """The owner policy may pause Ras.exe for hours: the timeout counts running time only."""
+    import threading
+
+    started = {}
+
+    def pause_then_resume():
+        deadline = time.monotonic() + 10
+        while "pid" not in started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        p = psutil.Process(started["pid"])
+        p.suspend()  # what the owner policy does to the whole tree
+        time.sleep(3.0)
+        p.resume()
+
+    pauser = threading.Thread(target=pause_then_resume)
+    pauser.start()
+    # One second of computing (a sleep would go on while suspended), 3 s paused, a 2.5 s timeout.
+    work = "import time\nwhile time.process_time() < 1.0: pass"
+    r = run_process([sys.executable, "-c", work], cwd=tmp_path, log=tmp_path / "run.log",
+                    timeout=2.5, on_start=lambda pid: started.update(pid=pid))
+    pauser.join()
+    assert not r.timed_out and r.exit_code == 0, (tmp_path / "run.log").read_text()
+    assert r.seconds > 4.0 and 2.5 < r.paused_seconds < 3.5, r
+    assert "(paused 2." in (tmp_path / "run.log").read_text() or "(paused 3." in (tmp_path / "run.log").read_text()
+
+    # ... while a run that really goes on too long is still stopped at its timeout.
+    r = run_process([sys.executable, "-c", "import time; time.sleep(30)"], cwd=tmp_path, log=tmp_path / "long.log",
+                    timeout=1.0)
+    assert r.timed_out and r.seconds < 5 and r.paused_seconds == 0

@@ -33,6 +33,7 @@ class ProcessResult:
     timed_out: bool = False
     cancelled: bool = False
     cancel_reason: str = ""  # why, when ``cancel()`` said so
+    paused_seconds: float = 0.0  # time the process spent suspended (the owner policy), part of ``seconds``
 
     @property
     def killed(self) -> bool:
@@ -51,9 +52,11 @@ def run_process(
 ) -> ProcessResult:
     """Run ``command`` in ``cwd`` with stdout and stderr appended to ``log``.
 
-    Stops it, children included, when ``timeout`` seconds have passed or
-    ``cancel()`` returns true (or a text saying why). When the main process exits by
-    itself, helper processes it left behind are killed too, so nothing outlives a run.
+    Stops it, children included, when it has run ``timeout`` seconds or ``cancel()``
+    returns true (or a text saying why). Time spent suspended (the owner policy pausing
+    Ras.exe while a colleague works) does not count towards the timeout. When the main
+    process exits by itself, helper processes it left behind are killed too, so nothing
+    outlives a run.
     """
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +64,7 @@ def run_process(
     deadline = None if timeout is None else started + timeout
     timed_out = cancelled = False
     why = ""
+    paused = 0.0
     with open(log, "ab") as out:
         out.write(f"$ {subprocess.list2cmdline(list(command))}\n".encode())
         out.flush()
@@ -78,6 +82,7 @@ def run_process(
     try:
         if on_start is not None:
             on_start(proc.pid)
+        last = time.monotonic()
         while True:
             try:
                 proc.wait(timeout=POLL_SECONDS)
@@ -85,7 +90,13 @@ def run_process(
             except subprocess.TimeoutExpired:
                 pass
             tree.refresh()
-            if deadline is not None and time.monotonic() >= deadline:
+            now = time.monotonic()
+            if tree.suspended():  # the clock stops while the run is paused
+                paused += now - last
+                if deadline is not None:
+                    deadline += now - last
+            last = now
+            if deadline is not None and now >= deadline:
                 timed_out = True
                 break
             stop = cancel() if cancel is not None else False
@@ -100,14 +111,17 @@ def run_process(
             job.close()
     seconds = time.monotonic() - started
     exit_code = None if (timed_out or cancelled) else proc.returncode
+    was_paused = f" (paused {paused:.1f} s of it)" if paused else ""
     with open(log, "ab") as out:
         if timed_out:
-            out.write(f"\n[dask-hecras] timed out after {timeout:g} s; process tree killed\n".encode())
+            out.write(f"\n[dask-hecras] timed out after {timeout:g} s of running{was_paused}; "
+                      "process tree killed\n".encode())
         elif cancelled:
-            out.write(f"\n[dask-hecras] cancelled{f' ({why})' if why else ''}; process tree killed\n".encode())
+            out.write(f"\n[dask-hecras] cancelled{f' ({why})' if why else ''} after {seconds:.1f} s{was_paused}; "
+                      "process tree killed\n".encode())
         else:
-            out.write(f"\n[dask-hecras] exit code {exit_code} after {seconds:.1f} s\n".encode())
-    return ProcessResult(exit_code, seconds, log, timed_out, cancelled, why)
+            out.write(f"\n[dask-hecras] exit code {exit_code} after {seconds:.1f} s{was_paused}\n".encode())
+    return ProcessResult(exit_code, seconds, log, timed_out, cancelled, why, paused)
 
 
 def _new_group_kwargs() -> dict:
@@ -138,6 +152,13 @@ class _Tree:
                 self.known.setdefault(child.pid, child)
         except psutil.Error:
             pass
+
+    def suspended(self) -> bool:
+        """The engine is paused (psutil reads a suspended process as stopped on every OS)."""
+        try:
+            return self.root is not None and self.root.status() == psutil.STATUS_STOPPED
+        except psutil.Error:
+            return False
 
     def kill(self, proc: subprocess.Popen) -> None:
         self.refresh()
