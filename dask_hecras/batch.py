@@ -25,9 +25,9 @@ from .pipeline import RetryableFailure, landed, results_root, run_step, stage_st
 from .project import Plan
 from .staging import mesh_cells
 from .records import FAILED, SUCCEEDED, PlanResult
+from .slots import RESOURCE, update_slots
 from .validation import validate
 
-RESOURCE = "RAS"
 REQUEUED = "the PC's owner came back (hecras.owner.on-return: requeue); the plan goes back in the queue"
 
 
@@ -172,23 +172,16 @@ def _after_run(result: PlanResult, results_dir) -> None:
 
 
 def take_out_of_rotation(worker, reason: str, root: Path, state: str = "out of rotation") -> None:
-    """No new plans for this worker: its RAS slots go to 0 (the scheduler learns it too).
-
-    Plans already waiting on it are moved by Dask's work stealing to workers with slots.
-    """
+    """No new plans for this worker: its RAS slots go to 0, and plans waiting on it move to
+    workers with open slots (see ``slots``)."""
     from distributed.utils import sync
 
-    from .owner import update_slots
-
-    sync(worker.loop, update_slots, worker, in_rotation=False)
     try:
-        from distributed import get_client
-
-        get_client().run_on_scheduler(_move_waiting_runs, worker.address)
-    except Exception as e:  # no scheduler reachable: the plans wait until the worker is restored
+        sync(worker.loop, update_slots, worker, in_rotation=False)
+    except Exception as e:  # no scheduler reachable: its plans wait until it is restored
         import logging
 
-        logging.getLogger("dask_hecras").warning("could not move plans off %s: %r", worker.address, e)
+        logging.getLogger("dask_hecras").warning("could not close the slots of %s: %r", worker.address, e)
     name = str(worker.name) if worker.name is not None else worker.address
     records.write_worker(root, name, {"worker": name, "address": worker.address, "host": worker.ip,
                                       "state": state, "reason": reason,
@@ -414,8 +407,6 @@ async def _set_slots(slots: int, root: str, state: str, reason: str, dask_worker
                                             "state": state, "reason": reason,
                                             "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
     dask_worker.log_event("hecras", {"action": state, "worker": dask_worker.address, "reason": reason})
-    from .owner import update_slots
-
     await update_slots(dask_worker, in_rotation=state == "in rotation", full=slots or None)
 
 
@@ -423,29 +414,6 @@ def restore(client, workers: list[str] | None = None, *, results_dir=None, slots
     """Put workers (all by default) back into rotation with ``slots`` RAS slots (opened when
     their owner policy allows: not while a colleague works at the PC)."""
     client.run(_set_slots, slots, str(results_root(results_dir)), "in rotation", "restored", workers=workers)
-
-
-def _move_waiting_runs(address: str, dask_scheduler=None) -> int:
-    """Move run tasks waiting on a worker without RAS slots to workers with a free one.
-
-    Dask neither places nor steals RAS tasks onto a worker without slots, but it leaves
-    those already sent there waiting forever. Work stealing's move protocol (the worker
-    confirms the task has not started) is an internal API, kept here.
-    """
-    stealing = dask_scheduler.extensions.get("stealing")
-    victim = dask_scheduler.workers.get(address)
-    if stealing is None or victim is None:
-        return 0
-    thieves = [ws for ws in dask_scheduler.workers.values()
-               if ws is not victim and ws.resources.get(RESOURCE, 0) >= 1]
-    moved = 0
-    for ts in list(victim.processing):
-        if not str(ts.key).startswith("run-") or ts in victim.executing or not thieves:
-            continue
-        thief = min(thieves, key=lambda ws: ws.occupancy)
-        stealing.move_task_request(ts, victim, thief)
-        moved += 1
-    return moved
 
 
 async def _retire_when_idle(dask_scheduler, address: str, poll: float) -> None:
@@ -470,10 +438,9 @@ def drain(client, worker: str, *, results_dir=None, poll: float = 1.0) -> None:
     """No new plans go to ``worker``; it retires when its running plan ends.
 
     The waiting is done on the scheduler, so it goes on if this client closes.
-    Plans waiting on the worker move elsewhere when it retires.
+    Plans waiting on the worker move to workers with open slots at once.
     """
     client.run(_set_slots, 0, str(results_root(results_dir)), "draining", "drained by request", workers=[worker])
-    client.run_on_scheduler(_move_waiting_runs, worker)
     client.run_on_scheduler(_start_drain, worker, poll)
 
 

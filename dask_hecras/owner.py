@@ -25,6 +25,7 @@ import psutil
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import config
+from .slots import update_slots
 
 # Engine processes running on this worker: task key → root pid (registered by the run task).
 RUNNING: dict[str, int] = {}
@@ -124,57 +125,6 @@ class OwnerPolicy:
             return Decision(False, self.on_return,
                             f"other programs use {cpu_percent:.0f}% of the CPU (limit {self.cpu_percent:g}%)")
         return Decision(True, "run", f"the owner is away (no input for {idle_seconds / 60:.0f} min)")
-
-
-async def set_slots(worker, slots: int) -> None:
-    """Set the worker's RAS slots; when they grow, start runs already waiting there.
-
-    ``Worker.set_resources`` updates the totals but does not look at waiting tasks again;
-    an "unpause" stimulus makes the worker's state machine do so (internal API, kept
-    here; only sent while the worker runs normally, never to undo a memory pause).
-    """
-    from distributed.core import Status
-    from distributed.worker_state_machine import UnpauseEvent
-
-    from distributed.protocol.pickle import dumps
-
-    await worker.set_resources(RAS=slots)
-    if slots > 0 and worker.status == Status.running:
-        worker.handle_stimulus(UnpauseEvent(stimulus_id=f"hecras-slots-{datetime.now().timestamp()}"))
-        # Plans that found no worker with a slot wait on the scheduler ("no-worker"), which
-        # looks at them again only when a worker joins: tell it this one has room now.
-        await worker.scheduler.run_function(function=dumps(_schedule_waiting), args=dumps((worker.address,)),
-                                            kwargs=dumps({}), wait=True)
-
-
-async def update_slots(worker, *, in_rotation: bool | None = None, owner_away: bool | None = None,
-                       full: int | None = None) -> int:
-    """Open the worker's RAS slots only while it is in rotation *and* its owner is away.
-
-    Two things close a PC's slots: the owner policy, and being out of rotation (no
-    HEC-RAS, failing runs, drained). Each says only its own part, so neither undoes the
-    other. ``full`` is the slot count when open (the worker's ``--resources RAS=n``).
-    """
-    state = getattr(worker, "_hecras_slots", None)
-    if state is None:
-        started = int(worker.state.total_resources.get("RAS", 1))
-        state = worker._hecras_slots = {"full": started or 1, "in_rotation": True, "owner_away": True}
-    for key, value in (("in_rotation", in_rotation), ("owner_away", owner_away), ("full", full)):
-        if value is not None:
-            state[key] = value
-    slots = state["full"] if state["in_rotation"] and state["owner_away"] else 0
-    await set_slots(worker, slots)
-    return slots
-
-
-def _schedule_waiting(address: str, dask_scheduler=None) -> int:
-    ws = dask_scheduler.workers.get(address)
-    if ws is None:
-        return 0
-    recs = dask_scheduler.bulk_schedule_unrunnable_after_adding_worker(ws)
-    if recs:
-        dask_scheduler.transitions(recs, stimulus_id=f"hecras-slots-{datetime.now().timestamp()}")
-    return len(recs)
 
 
 def _tree(pid: int) -> list[psutil.Process]:

@@ -171,3 +171,57 @@ def test_the_owner_never_reopens_a_worker_out_of_rotation(owned_cluster, tmp_pat
     assert ras_slots(client) == 0, "restore opened the slot while the owner works"
     set_idle(idle, 3600)
     assert wait_for(lambda: ras_slots(client) == 1), "in rotation and the owner away: the slot opens"
+
+
+async def _add_owner_policy(idle_file: str, dask_worker=None) -> None:
+    policy = OwnerPolicy(idle_minutes=10, cpu_percent=90, night=None, on_return="finish")
+    await dask_worker.plugin_add(OwnerPlugin(policy, interval=0.3, idle_seconds=FileIdle(idle_file),
+                                             cpu_percent=NoLoad()))
+
+
+@pytest.fixture
+def two_pcs(tmp_path):
+    """Two office PCs (workers "0" and "1"), their owners away, plans of 2 s queued on both."""
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, resources={"RAS": 1},
+                      dashboard_address=":0", env={"DASK_HECRAS__SCRATCH": str(tmp_path / "scratch")}) as cluster, \
+            Client(cluster) as client:
+        for address, w in client.scheduler_info()["workers"].items():  # each PC its own owner
+            set_idle(tmp_path / f"idle-{w['name']}", 3600)
+            client.run(_add_owner_policy, str(tmp_path / f"idle-{w['name']}"), workers=[address])
+        prj = make_project(tmp_path / "project", n_plans=6, behaviour={f"p{i:02d}": {"seconds": 2} for i in range(1, 7)})
+        batch = submit(client, Project(prj).plans, results_dir=tmp_path / "results")
+        names = {w["name"]: a for a, w in client.scheduler_info()["workers"].items()}
+        queued = lambda: {str(n): sum(k.startswith("run-") for k in client.processing()[a]) for n, a in names.items()}
+        assert wait_for(lambda: min(queued().values()) >= 2), f"runs queued on both PCs: {queued()}"
+        yield client, batch, tmp_path
+
+
+def runs_per_pc(client, batch) -> dict[str, int]:
+    names = {a: str(w["name"]) for a, w in client.scheduler_info()["workers"].items()}
+    out = {"0": 0, "1": 0}
+    for r in batch.results():
+        for a in r.attempts:
+            out[a["worker"]] += 1
+    assert set(out) == set(names.values())
+    return out
+
+
+def test_plans_queued_on_a_pc_whose_owner_returns_move_to_a_free_pc(two_pcs):
+    client, batch, folder = two_pcs
+    set_idle(folder / "idle-0", 0)  # PC 0's owner is back: its run finishes, its queue moves to PC 1
+    batch.wait(timeout=60)
+    assert all(r.ok for r in batch.results())
+    assert runs_per_pc(client, batch)["0"] <= 1, "PC 0 started plans while its owner worked"
+
+
+def test_plans_waiting_on_busy_pcs_go_to_the_first_pc_that_frees_up(two_pcs):
+    client, batch, folder = two_pcs
+    for pc in ("0", "1"):
+        set_idle(folder / f"idle-{pc}", 0)  # both owners back: nowhere to go, the runs in progress finish
+    assert wait_for(lambda: not engine_processes(folder), timeout=30)
+    time.sleep(1)
+    assert not engine_processes(folder), "a plan started while every owner worked"
+    set_idle(folder / "idle-1", 3600)  # PC 1's owner leaves: every waiting plan comes to PC 1
+    batch.wait(timeout=60)
+    assert all(r.ok for r in batch.results())
+    assert runs_per_pc(client, batch) == {"0": 1, "1": 5}
