@@ -20,12 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from distributed.diagnostics.plugin import WorkerPlugin
+
 from . import config, records
 from .pipeline import RetryableFailure, landed, results_root, run_step, stage_step, summarise_step, validate_step
 from .project import Plan
 from .staging import mesh_cells
 from .records import FAILED, SUCCEEDED, PlanResult
 from .slots import RESOURCE, update_slots
+from .staging import StagedPlan
 from .validation import validate
 
 REQUEUED = "the PC's owner came back (hecras.owner.on-return: requeue); the plan goes back in the queue"
@@ -84,12 +87,19 @@ def _free_disk(path) -> int | None:
         return None
 
 
+# Run folders staged by this worker process: stage task key → folder (see StagingCleanup).
+STAGED: dict[str, Path] = {}
+
+
 def stage_task(plan: Plan, **kwargs):
     done = landed(plan, kwargs.get("results_dir"), kwargs.get("batch", ""))
     if done is not None:  # computed again after a lost worker: the results are already whole on disk
         return done
     _event(plan.key, "stage", "started")
     staged = stage_step(plan, **kwargs)
+    key = _current_key()
+    if key is not None and isinstance(staged, StagedPlan):
+        STAGED[key] = staged.run_dir
     from .staging import machine_cache, scratch_root
 
     _event(plan.key, "stage", "finished", free_disk=_free_disk(scratch_root(kwargs.get("scratch"))),
@@ -142,6 +152,37 @@ def run_task(plan: Plan, staged, **kwargs) -> PlanResult:
     _event(plan.key, "run", "finished", attempt=result.attempt, status=result.status, reason=result.reason)
     _after_run(result, kwargs.get("results_dir"))
     return result
+
+
+class StagingCleanup(WorkerPlugin):
+    """Removes run folders nobody will use, so a colleague's disk does not fill up.
+
+    A plan is staged where its stage task ran; its run may happen on another PC (its slot
+    closed, work stealing, a lost worker), which stages it again there. When Dask forgets a
+    stage result (its run is over, wherever it ran), the folder it points to goes, unless
+    it is kept as a failed run. At start, folders left by worker processes that are gone go.
+    Added by the worker preload and by :func:`submit`.
+    """
+
+    name = "hecras-staging"
+    idempotent = True
+
+    async def setup(self, worker) -> None:
+        import asyncio
+
+        from .staging import scratch_root, sweep
+
+        await asyncio.to_thread(sweep, scratch_root(worker=worker))
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        if finish in ("released", "forgotten") and key in STAGED:
+            folder = STAGED.pop(key)
+            if folder.is_dir() and not (folder / ".failed").exists():
+                import threading
+
+                from .staging import remove
+
+                threading.Thread(target=remove, args=(folder,), daemon=True).start()  # not on the event loop
 
 
 def summarise_task(result: PlanResult, results_dir) -> PlanResult:
@@ -339,6 +380,7 @@ def submit(
                          f"runs), not {engine!r}")
     root = results_root(results_dir)
     plans = list(plans)
+    client.register_plugin(StagingCleanup())  # workers started without our preload too
     batch_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     skipped, todo = [], []
     for plan in plans:

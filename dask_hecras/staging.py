@@ -18,11 +18,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from . import config
 from .cache import Cache, parse_bytes
 from .project import InputFile, Plan
 
 CACHED_ROLES = ("terrain", "dss", "restart")
+STAGED_BY = ".staged-by"  # in each run folder: the process that staged it (pid and start time)
 
 
 class InsufficientDisk(OSError):
@@ -48,15 +51,18 @@ class StagedPlan:
         return self.prj.parent / self.plan.results_name
 
 
-def scratch_root(scratch: str | os.PathLike | None = None) -> Path:
+def scratch_root(scratch: str | os.PathLike | None = None, *, worker=None) -> Path:
     """``scratch``, else ``hecras.scratch``, else ``hecras/`` in the Dask worker's local
-    directory (outside a worker: ``<system temp>/dask-hecras``)."""
+    directory (``worker``, or the one running this task; outside a worker:
+    ``<system temp>/dask-hecras``)."""
     root = scratch or config.get("scratch")
     if not root:
         try:
-            from distributed import get_worker
+            if worker is None:
+                from distributed import get_worker
 
-            root = Path(get_worker().local_directory) / "hecras"
+                worker = get_worker()
+            root = Path(worker.local_directory) / "hecras"
         except (ImportError, ValueError):
             root = Path(tempfile.gettempdir()) / "dask-hecras"
     root = Path(root)
@@ -137,6 +143,7 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache 
     run_dir = root / f"{plan.key}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     project_in_run = run_dir / project_dir.relative_to(anchor) if depth else run_dir
     project_in_run.mkdir(parents=True)
+    (run_dir / STAGED_BY).write_text(_this_process())
     copied = from_cache = 0
     for f, rel, size in placed:
         target = Path(os.path.normpath(project_in_run / rel))
@@ -168,6 +175,39 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache 
 def remove(run_dir: Path) -> None:
     """Delete a run folder (its links to cache blobs go with it, freeing them for eviction)."""
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _this_process() -> str:
+    return f"{os.getpid()} {psutil.Process().create_time()}"
+
+
+def _process_gone(mark: str) -> bool:
+    try:
+        pid, started = mark.split()
+        return abs(psutil.Process(int(pid)).create_time() - float(started)) > 1.0  # the pid was reused
+    except psutil.NoSuchProcess:
+        return True
+    except (ValueError, psutil.Error):
+        return False
+
+
+def sweep(root: str | os.PathLike) -> int:
+    """Remove run folders under ``root`` left by processes that are gone (a worker that died
+    or was restarted), except failed runs kept for inspection. Returns how many went."""
+    removed = 0
+    try:
+        folders = [p for p in Path(root).iterdir() if p.is_dir()]
+    except OSError:
+        return 0
+    for folder in folders:
+        try:
+            mark = (folder / STAGED_BY).read_text()
+        except OSError:
+            continue  # not a run folder (the cache), or being made
+        if not (folder / ".failed").exists() and _process_gone(mark):
+            remove(folder)
+            removed += 1
+    return removed
 
 
 def keep_failed(run_dir: Path) -> None:

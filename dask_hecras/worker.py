@@ -2,6 +2,7 @@
 
 Start office workers with ``dask worker ... --preload dask_hecras.worker``. The preload adds
 
+- :class:`~dask_hecras.batch.StagingCleanup`, which removes run folders nobody will use;
 - :class:`CapabilityPlugin`, which tells the scheduler (the ``/hecras`` page and
   ``dask-hecras status --scheduler``) which HEC-RAS versions this PC has and where their
   Ras.exe is, its cores and memory, the free scratch disk and the cache size, at start and
@@ -109,23 +110,26 @@ class CapabilityPlugin(WorkerPlugin):
     def teardown(self, worker) -> None:
         self._pc.stop()
 
-    def _scratch(self) -> Path:
-        return Path(config.get("scratch") or Path(self.worker.local_directory) / "hecras")
-
     async def _tick(self) -> None:
         from distributed.core import Status
 
         if self.worker.status != Status.running or time.monotonic() - self._sent < self.interval:
             return
         self._sent = time.monotonic()
-        self.last = await asyncio.to_thread(capabilities, self._scratch())
+        from .staging import scratch_root
+
+        self.last = await asyncio.to_thread(capabilities, scratch_root(worker=self.worker))
         self.worker.log_event(TOPIC, {"action": "worker", "worker": self.worker.address,
                                       "name": str(self.worker.name), **self.last.as_event()})
 
 
 async def dask_setup(worker) -> None:
-    """``dask worker --preload dask_hecras.worker``: capabilities, and the owner policy if enabled."""
+    """``dask worker --preload dask_hecras.worker``: capabilities, staging clean-up, and the
+    owner policy if enabled."""
+    from .batch import StagingCleanup
+
     await worker.plugin_add(CapabilityPlugin())
+    await worker.plugin_add(StagingCleanup())
     if config.get("owner.enabled"):
         from .owner import OwnerPlugin
 

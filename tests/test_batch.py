@@ -256,3 +256,38 @@ def test_scratch_defaults_to_the_workers_local_directory(client):
     for addr in client.scheduler_info()["workers"]:
         root, local = client.submit(_default_scratch, workers=[addr], pure=False).result(timeout=60)
         assert root == os.path.join(local, "hecras")
+
+
+def test_a_staged_folder_is_removed_once_its_run_is_over_wherever_it_ran(client, tmp_path):
+    """A plan staged on one PC and run on another (it restages there) leaves nothing on the
+    first PC's disk once Dask forgets the stage result; a failed run's folder is kept."""
+    import dataclasses
+
+    from dask_hecras.batch import StagingCleanup, run_task, stage_task
+
+    client.register_plugin(StagingCleanup())
+    prj = project(tmp_path, 2, {"p02": {"seconds": 0.1, "outcome": "crash"}})
+    results = str(tmp_path / "results")
+    ok, crash = Project(prj).plans
+    a, b = sorted(client.scheduler_info()["workers"])
+
+    staged = client.submit(stage_task, ok, results_dir=results, workers=[a], key="stage-Demo-p01-cleanup")
+    folder = staged.result(timeout=60).run_dir
+    elsewhere = client.submit(lambda s: dataclasses.replace(s, host="another-pc"), staged, workers=[a])
+    ran = client.submit(run_task, ok, elsewhere, results_dir=results, workers=[b], resources={"RAS": 1})
+    r = ran.result(timeout=120)
+    assert r.ok and r.restaged and folder.is_dir(), "the stage result is still held"
+    del staged, elsewhere, ran
+    deadline = time.monotonic() + 30
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not folder.exists(), "the unused staged folder stayed on the first PC"
+
+    staged = client.submit(stage_task, crash, results_dir=results, workers=[a], key="stage-Demo-p02-cleanup")
+    ran = client.submit(run_task, crash, staged, results_dir=results, workers=[a], resources={"RAS": 1}, retries=0)
+    assert ran.exception(timeout=120) is not None
+    kept = ran.exception().result.scratch
+    assert kept == staged.result().run_dir and (kept / ".failed").is_file()
+    del staged, ran
+    time.sleep(2)
+    assert kept.is_dir(), "a failed run's folder is kept for inspection"

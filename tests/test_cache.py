@@ -167,3 +167,22 @@ def test_failed_run_folders_are_kept_within_a_cap(demo, results, tmp_path):
     assert left == sorted(kept[1:]), "the oldest failed run folder went"
     assert kept[-1].is_dir() and not kept[0].exists()
     remove(kept[1])
+
+
+def test_sweep_removes_run_folders_of_worker_processes_that_are_gone(demo, tmp_path):
+    """A worker that died (or was restarted) leaves the folders it had staged: the next
+    worker on the PC removes them; folders of a live process and failed runs kept for
+    inspection stay."""
+    from dask_hecras.staging import keep_failed, scratch_root, sweep
+
+    project = Project(demo)
+    live, dead, failed = (stage(project.plan(p)) for p in ("p01", "p02", "p03"))
+    gone = subprocess.run([sys.executable, "-c", "import os, psutil; print(os.getpid(), psutil.Process().create_time())"],
+                          capture_output=True, text=True, check=True).stdout  # a process that has ended
+    for staged in (dead, failed):
+        (staged.run_dir / ".staged-by").write_text(gone)
+    keep_failed(failed.run_dir)
+    (scratch_root() / "not-a-run-folder").mkdir()  # anything else in the scratch root is left alone
+    assert sweep(scratch_root()) == 1
+    assert live.run_dir.is_dir() and not dead.run_dir.exists() and failed.run_dir.is_dir()
+    assert (scratch_root() / "not-a-run-folder").is_dir() and (scratch_root() / "cache").is_dir()

@@ -331,6 +331,16 @@ def _check_results(c: Cluster, client, batch, prj: Path, results: Path) -> None:
         assert (latest["worker"], latest["run_start"]) == (saved["worker"], saved["run_start"]), (plan.id, on_disk)
 
 
+def _left_behind(c: Cluster) -> dict[str, list[str]]:
+    """Run folders still on each PC's disk, other than failed runs kept for inspection."""
+    out = {}
+    for role in ("worker-a", "worker-b"):
+        scratch = c.folder / role / "scratch"
+        out[role] = sorted(p.name for p in scratch.iterdir()
+                           if (p / ".staged-by").exists() and not (p / ".failed").exists())
+    return out
+
+
 def _dashboard_states(c: Cluster, batch) -> dict[str, str]:
     with urllib.request.urlopen(f"{c.dashboard}/hecras/api/plans.json", timeout=10) as resp:
         return {p["plan"]: p["state"] for p in json.load(resp)["plans"] if p["batch"] == batch.id}
@@ -371,6 +381,9 @@ def test_a_worker_cut_off_mid_run_loses_and_duplicates_nothing(cluster, tmp_path
         assert client.scheduler_info(n_workers=-1)["workers"][a]["resources"] == {"RAS": 1}
         assert _tree(results) == before
         assert _dashboard_states(c, batch) == {p.id: "succeeded" for p in Project(prj).plans}
+        # Nothing left on either PC's disk: worker-b's staged folders went when their runs were
+        # over, and worker-a's new worker removed what the old one had staged.
+        _wait(lambda: not any(_left_behind(c).values()), 30, f"the PCs' scratch to be cleared: {_left_behind(c)}", c)
     finally:
         client.close()
 
@@ -403,6 +416,7 @@ def test_a_worker_that_sleeps_mid_run_and_wakes_later_overwrites_nothing(cluster
         after = {k: v for k, v in _tree(results).items() if "/.attempts/" not in k}
         assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
                                  if before.get(k) != after.get(k)}
+        _wait(lambda: not any(_left_behind(c).values()), 30, f"the PCs' scratch to be cleared: {_left_behind(c)}", c)
         # The stale run is recorded as what it was (a run of the cut plan on worker-a), its copy not kept.
         assert [(r["worker"], "was not kept" in r["reason"]) for r in late] == [("worker-a", True)], late
         assert late[0]["run_start"] < read_json(project_dir / cut_plan / "result.json")["run_start"]
