@@ -99,8 +99,8 @@ def test_a_suspended_run_does_not_use_up_its_timeout(tmp_path):
                     timeout=2.5, on_start=lambda pid: started.update(pid=pid))
     pauser.join()
     assert not r.timed_out and r.exit_code == 0, (tmp_path / "run.log").read_text()
-    assert r.seconds > 4.0 and 2.5 < r.paused_seconds < 3.5, r
-    assert "(paused 2." in (tmp_path / "run.log").read_text() or "(paused 3." in (tmp_path / "run.log").read_text()
+    assert r.seconds > 4.0 and 2.0 <= r.paused_seconds <= 4.0, r  # read once a second
+    assert f"(paused {r.paused_seconds:.1f} s of it)" in (tmp_path / "run.log").read_text()
 
     # ... while a run that really goes on too long is still stopped at its timeout.
     r = run_process([sys.executable, "-c", "import time; time.sleep(30)"], cwd=tmp_path, log=tmp_path / "long.log",
