@@ -189,7 +189,8 @@ def worker_commands(args) -> int:
     try:
         if args.command == "worker-config":
             text = worker_config(args.scheduler, args.certs, scratch=args.scratch, ras_exe=args.ras_exe,
-                                 port=args.port or None, owner=not args.no_owner, night=args.night or None,
+                                 port=args.port or None, owner=not args.no_owner,
+                                 night=None if args.night.strip().lower() in ("", "none") else args.night,
                                  idle_minutes=args.idle_minutes, on_return=args.on_return)
             args.file.parent.mkdir(parents=True, exist_ok=True)
             tmp = args.file.with_name(args.file.name + ".tmp")
@@ -261,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     wc.add_argument("--ras-exe", default=None, help="Ras.exe to run (default: discover installed versions)")
     wc.add_argument("--port", type=int, default=8788, help="worker port, nanny on port+1 (default 8788; 0 = any)")
     wc.add_argument("--no-owner", action="store_true", help="no owner policy: take plans at any time (servers)")
-    wc.add_argument("--night", default="19:00-07:00", help="always take plans inside this window ('' = none)")
+    wc.add_argument("--night", default="19:00-07:00", help="always take plans inside this window ('none': no window)")
     wc.add_argument("--idle-minutes", type=float, default=15, help="the owner counts as away after this long")
     wc.add_argument("--on-return", default="finish", choices=["finish", "suspend", "requeue"])
     demo = sub.add_parser("demo", help="make the demo project in a temporary folder and run it on a local cluster")

@@ -72,8 +72,9 @@ def test_worker_config_round_trip(certs, tmp_path, capsys):
     assert "--local-directory 'D:\\hecras scratch'" in line
 
     trial = tmp_path / "trial.yaml"  # plain tcp only where the address says so
-    assert main(["worker-config", str(trial), "--scheduler", "tcp://10.0.0.5:8786", "--no-owner"]) == 0
+    assert main(["worker-config", str(trial), "--scheduler", "tcp://10.0.0.5:8786", "--night", "none"]) == 0
     assert yaml.safe_load(trial.read_text())["distributed"] == {"comm": {"require-encryption": False}}
+    assert yaml.safe_load(trial.read_text())["hecras"]["owner"]["night"] is None  # install-worker.ps1 -Night ""
     capsys.readouterr()
 
     assert main(["worker-config", str(tmp_path / "bad.yaml"), "--scheduler", "x", "--night", "7pm"]) == 2

@@ -63,9 +63,11 @@ foreach ($name in "ca.pem", "worker.pem", "worker-key.pem") {
 }
 icacls $CertDir /inheritance:r /grant:r "$($env:USERNAME):(OI)(CI)F" | Out-Null
 
-# 3. Worker settings (written by dask-hecras itself, so that paths are quoted right)
+# 3. Worker settings (written by dask-hecras itself, so that paths are quoted right).
+# Windows PowerShell 5.1 drops empty arguments to programs: no night window is "none".
+$NightArg = if ($Night) { $Night } else { "none" }
 $config = @("-m", "dask_hecras.cli", "worker-config", $Settings, "--scheduler", $Scheduler,
-            "--certs", $CertDir, "--scratch", $Scratch, "--port", $Port, "--night", $Night,
+            "--certs", $CertDir, "--scratch", $Scratch, "--port", $Port, "--night", $NightArg,
             "--idle-minutes", $IdleMinutes, "--on-return", $OnReturn)
 if ($RasExe) { $config += @("--ras-exe", $RasExe) }
 & $VenvPython @config
@@ -87,5 +89,6 @@ Register-ScheduledTask -TaskName $TaskName -Action $action -Trigger $triggers -S
     -Principal $principal -Description "dask-hecras worker for $Scheduler (installed by install-worker.ps1)" `
     -Force | Out-Null
 Start-ScheduledTask -TaskName $TaskName
-Write-Host "Installed: task '$TaskName' runs the worker at logon and from $Night; settings in $Settings."
+$when = if ($Night) { "at logon and every day at $($Night.Split('-')[0])" } else { "at logon" }
+Write-Host "Installed: task '$TaskName' starts the worker $when; settings in $Settings."
 Write-Host "Start HEC-RAS once by hand on this PC to accept its licence terms, or its runs will hang."
