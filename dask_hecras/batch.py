@@ -3,10 +3,11 @@
 For each plan, ``submit`` builds::
 
     stage-<project>-<plan>  →  run-<project>-<plan>  →  validate-<project>-<plan>  →  summarise-<project>-<plan>
-                               (resources={"RAS": 1},
-                                retries=N)
+    (resources={"RAS": 1},     (resources={"RAS": 1},
+     retries=N)                 retries=N)
 
-The run task re-stages if Dask placed it on a machine without the staged files.
+Staging holds the RAS slot like the run, so a PC copies a plan's inputs only when it may
+run it. The run task re-stages if Dask placed it on a machine without the staged files.
 Every task writes its outcome under ``results_dir`` itself, so a batch submitted
 with ``detach=True`` goes on after the client closes and ``open_batch`` finds it.
 """
@@ -402,8 +403,10 @@ def submit(
     for rank, plan in enumerate(todo):
         priority = len(todo) - rank  # higher runs first: longest expected first
         k_stage, k_run, k_validate, k_summarise = _keys(plan, client, batch_id)
+        # Staging holds the slot too: a PC copies a plan only when it may run it (not while
+        # its owner works), and only about one plan ahead, not the whole batch at once.
         staged = client.submit(stage_task, plan, scratch=scratch, key=k_stage, priority=priority,
-                               retries=retries, **common)
+                               retries=retries, resources={RESOURCE: 1}, **common)
         ran = client.submit(run_task, plan, staged, scratch=scratch, timeout=timeout, key=k_run,
                             priority=priority, retries=retries, resources={RESOURCE: 1}, **common)
         checked = client.submit(validate_step, ran, plan, key=k_validate, priority=priority)

@@ -88,8 +88,8 @@ class HecrasPlugin(SchedulerPlugin):
         if finish == "processing":
             ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
             worker = ts.processing_on.address if ts is not None and ts.processing_on is not None else ""
-            state = {"stage": "staging", "run": None, "validate": "validating", "summarise": "summarising"}[step]
-            if step == "run":  # sent to a worker: it waits there for its RAS slot until the run starts
+            state = {"stage": None, "run": None, "validate": "validating", "summarise": "summarising"}[step]
+            if state is None:  # sent to a worker: it waits there for its RAS slot until it starts
                 if self._plan(plan_key)["state"] not in ("running", "retrying"):
                     self._set(plan_key, state="queued", worker=worker)
             else:
@@ -129,6 +129,8 @@ class HecrasPlugin(SchedulerPlugin):
     def _step(self, msg: dict) -> None:
         key, step, phase = msg.get("plan", ""), msg.get("step"), msg.get("phase")
         worker = msg.get("worker", "")
+        if step == "stage" and phase == "started":
+            self._set(key, state="staging", worker=worker)
         if step == "stage" and phase == "finished":
             info = self.workers.setdefault(worker, {})
             if msg.get("free_disk") is not None:

@@ -101,9 +101,10 @@ def run_step(
 ) -> PlanResult:
     """Run the engine on a staged plan, judge the run, copy its results back.
 
-    If the staged files are not on this machine (Dask placed the run elsewhere), or an
-    earlier attempt ran in them (a retry: HEC-RAS may have written there, and that folder
-    is kept for inspection), the plan is staged again here and the result says so.
+    If the staged files were not staged by this process (Dask placed the run on another
+    PC or worker), or an earlier attempt ran in them (a retry: HEC-RAS may have written
+    there, and that folder is kept for inspection), the plan is staged again here and the
+    result says so.
     """
     if isinstance(staged, PlanResult):
         return staged  # staging already ended it (bad input)
@@ -111,8 +112,7 @@ def run_step(
     root = results_root(results_dir)
     timeout_s = config.timeout_seconds(timeout if timeout is not None else config.get("timeout"))
     result = _new_result(plan, engine_.name, batch, root)
-    if (staged is None or staged.host != result.host or not staged.prj.is_file()
-            or (staged.run_dir / ".failed").exists()):
+    if staged is None or not staged.usable_here() or (staged.run_dir / ".failed").exists():
         again = stage_step(plan, scratch=scratch, results_dir=results_dir, engine=engine_.name, batch=batch,
                            raise_retryable=raise_retryable)
         if isinstance(again, PlanResult):

@@ -47,7 +47,7 @@ class PlanResult:
     host: str = field(default_factory=socket.gethostname)
     worker: str = ""  # the Dask worker, when run on a cluster
     attempt: int = 1
-    restaged: bool = False  # the run staged the plan itself (placed away from the staged files, or a retry)
+    restaged: bool = False  # the run staged the plan itself (run by another worker than the staging, or a retry)
     bytes_copied: int = 0  # staging: read from the project
     bytes_from_cache: int = 0  # staging: linked from this machine's cache instead
     staging_seconds: float | None = None

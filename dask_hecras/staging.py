@@ -45,10 +45,20 @@ class StagedPlan:
     seconds: float
     host: str = ""  # the machine whose local disk holds run_dir
     bytes_from_cache: int = 0  # linked from the cache, not read from the project
+    owner: str = ""  # the process that staged it (see ``sweep``)
 
     @property
     def results_hdf(self) -> Path:
         return self.prj.parent / self.plan.results_name
+
+    def usable_here(self) -> bool:
+        """Staged by this very process, and still there.
+
+        A run in another worker process (even on the same PC) stages again: the process
+        that staged a folder removes it once Dask forgets the stage result there, which
+        Dask may do while a copy of that result serves a run elsewhere.
+        """
+        return self.owner == this_process() and self.prj.is_file()
 
 
 def scratch_root(scratch: str | os.PathLike | None = None, *, worker=None) -> Path:
@@ -143,7 +153,7 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache 
     run_dir = root / f"{plan.key}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     project_in_run = run_dir / project_dir.relative_to(anchor) if depth else run_dir
     project_in_run.mkdir(parents=True)
-    (run_dir / STAGED_BY).write_text(_this_process())
+    (run_dir / STAGED_BY).write_text(this_process())
     copied = from_cache = 0
     for f, rel, size in placed:
         target = Path(os.path.normpath(project_in_run / rel))
@@ -169,6 +179,7 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache 
         seconds=time.monotonic() - started,
         host=socket.gethostname(),
         bytes_from_cache=from_cache,
+        owner=this_process(),
     )
 
 
@@ -177,7 +188,8 @@ def remove(run_dir: Path) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _this_process() -> str:
+def this_process() -> str:
+    """This process, told apart from a later one with the same pid: pid and start time."""
     return f"{os.getpid()} {psutil.Process().create_time()}"
 
 

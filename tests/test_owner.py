@@ -102,6 +102,7 @@ def test_no_plans_while_the_owner_works_and_suspend_on_return(owned_cluster, tmp
     batch = submit(client, Project(prj).plans, results_dir=tmp_path / "results")
     time.sleep(2)
     assert not engine_processes(tmp_path), "no plan starts while the owner works"
+    assert not list((tmp_path / "scratch").glob("Demo-p01-*")), "nothing is staged (copied) while the owner works"
     set_idle(idle, 3600)  # the owner goes home
     assert wait_for(lambda: len(engine_processes(tmp_path)) >= 2), "the plan starts once the owner is away"
     set_idle(idle, 0)  # ... and comes back for a forgotten umbrella
