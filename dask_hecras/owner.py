@@ -53,18 +53,33 @@ def default_idle_seconds() -> float | None:
     return windows_idle_seconds() if sys.platform == "win32" else None
 
 
-def other_cpu_percent() -> float:
-    """CPU used by programs other than our engines, in percent of the machine."""
-    total = psutil.cpu_percent(interval=None)
-    ours = 0.0
-    for pid in list(RUNNING.values()):
-        try:
-            root = psutil.Process(pid)
-            for p in [root, *root.children(recursive=True)]:
-                ours += p.cpu_percent(interval=None)
-        except psutil.Error:
-            pass
-    return max(0.0, total - ours / max(1, psutil.cpu_count() or 1))
+class OtherCpu:
+    """CPU used by programs other than our engines since the last call, in percent of the machine.
+
+    psutil measures a process's CPU between two calls on the same ``Process`` object, so
+    the engines' processes are kept from one call to the next: a new object reads 0, and
+    HEC-RAS's own load would count as the owner's.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, psutil.Process] = {}
+        self.ours = 0.0  # our engines' share of the last reading
+
+    def __call__(self) -> float:
+        total = psutil.cpu_percent(interval=None)
+        seen: dict[int, psutil.Process] = {}
+        ours = 0.0
+        for pid in list(RUNNING.values()):
+            for p in _tree(pid):
+                p = self._seen.get(p.pid, p)
+                try:
+                    ours += p.cpu_percent(interval=None)
+                except psutil.Error:
+                    continue
+                seen[p.pid] = p
+        self._seen = seen
+        self.ours = ours / max(1, psutil.cpu_count() or 1)
+        return max(0.0, total - self.ours)
 
 
 def _in_window(window: str | None, now: datetime) -> bool:
@@ -170,7 +185,7 @@ class OwnerPlugin(WorkerPlugin):
         self.policy = policy
         self.interval = interval
         self.idle_seconds = idle_seconds or default_idle_seconds
-        self.cpu_percent = cpu_percent or other_cpu_percent
+        self.cpu_percent = cpu_percent or OtherCpu()
         self.slots = slots  # when open; default: what the worker was started with (--resources RAS=n)
         self.state = None  # last applied: "open", "closed"
         self.suspended = False

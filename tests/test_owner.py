@@ -41,6 +41,32 @@ def test_policy_from_config_checks_the_rule():
         OwnerPolicy.from_config()
 
 
+def test_our_own_engines_do_not_count_as_other_programs_cpu(tmp_path):
+    """HEC-RAS running flat out must not read as the owner's programs being busy, or the
+    policy would suspend or requeue its own run."""
+    import subprocess
+    import sys
+
+    from dask_hecras import owner
+
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # an engine using a whole core
+    owner.RUNNING["run-Demo-p01"] = burner.pid
+    try:
+        meter = owner.OtherCpu()
+        meter()
+        readings = []
+        for _ in range(3):
+            time.sleep(1.0)
+            readings.append((meter(), meter.ours))
+    finally:
+        owner.RUNNING.pop("run-Demo-p01", None)
+        burner.kill()
+        burner.wait()
+    machine_share = 100 / (psutil.cpu_count() or 1)  # one core, in percent of the machine
+    assert all(ours > 0.6 * machine_share for _, ours in readings), readings  # it was seen...
+    assert min(other for other, _ in readings) < 0.5 * machine_share, readings  # ...and left out
+
+
 class FileIdle:
     """Idle seconds read from a file the test writes: the owner at the keyboard, or not."""
 
