@@ -404,7 +404,7 @@ def submit(
         priority = len(todo) - rank  # higher runs first: longest expected first
         k_stage, k_run, k_validate, k_summarise = _keys(plan, client, batch_id)
         # Staging holds the slot too: a PC copies a plan only when it may run it (not while
-        # its owner works), and only about one plan ahead, not the whole batch at once.
+        # its owner works or while it is out of rotation), about one plan ahead.
         staged = client.submit(stage_task, plan, scratch=scratch, key=k_stage, priority=priority,
                                retries=retries, resources={RESOURCE: 1}, **common)
         ran = client.submit(run_task, plan, staged, scratch=scratch, timeout=timeout, key=k_run,

@@ -287,18 +287,3 @@ def test_a_staged_folder_is_removed_once_its_run_is_over_wherever_it_ran(client,
     time.sleep(2)
     assert kept.is_dir(), "a failed run's folder is kept for inspection"
 
-
-def test_plans_are_staged_one_ahead_not_all_at_once(client, tmp_path):
-    """Staging holds the PC's RAS slot: a batch of many plans does not copy them all to a
-    PC's disk up front, only as its slot frees."""
-    prj = project(tmp_path, 8, {f"p{i:02d}": {"seconds": 0.8} for i in range(1, 9)}, name="Ahead")
-    batch = submit(client, Project(prj).plans, results_dir=tmp_path / "results")
-    from dask_hecras.staging import scratch_root
-
-    scratch = {client.submit(scratch_root, workers=[w], pure=False).result() for w in client.scheduler_info()["workers"]}
-    most = 0
-    while any(f.status == "pending" for f in batch.futures):
-        most = max(most, sum(len(list(s.glob("Ahead-p*"))) for s in scratch))
-        time.sleep(0.05)
-    assert all(r.ok for r in batch.results())
-    assert 2 <= most <= 4, f"{most} plans staged at once on 2 PCs"  # one running and one staged ahead per PC
