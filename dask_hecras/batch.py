@@ -26,10 +26,9 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from . import config, records
 from .pipeline import RetryableFailure, landed, results_root, run_step, stage_step, summarise_step, validate_step
 from .project import Plan
-from .staging import mesh_cells
 from .records import FAILED, SUCCEEDED, PlanResult
 from .slots import RESOURCE, update_slots
-from .staging import StagedPlan
+from .staging import StagedPlan, machine_cache, mesh_cells, remove, scratch_root, sweep
 from .validation import validate
 
 REQUEUED = "the PC's owner came back (hecras.owner.on-return: requeue); the plan goes back in the queue"
@@ -101,8 +100,6 @@ def stage_task(plan: Plan, **kwargs):
     key = _current_key()
     if key is not None and isinstance(staged, StagedPlan):
         STAGED[key] = staged.run_dir
-    from .staging import machine_cache, scratch_root
-
     _event(plan.key, "stage", "finished", free_disk=_free_disk(scratch_root(kwargs.get("scratch"))),
            cache_bytes=machine_cache(kwargs.get("scratch")).size(),
            **({"status": staged.status, "reason": staged.reason} if isinstance(staged, PlanResult) else {}))
@@ -171,8 +168,6 @@ class StagingCleanup(WorkerPlugin):
     async def setup(self, worker) -> None:
         import asyncio
 
-        from .staging import scratch_root, sweep
-
         await asyncio.to_thread(sweep, scratch_root(worker=worker))
 
     def transition(self, key, start, finish, **kwargs) -> None:
@@ -180,8 +175,6 @@ class StagingCleanup(WorkerPlugin):
             folder = STAGED.pop(key)
             if folder.is_dir() and not (folder / ".failed").exists():
                 import threading
-
-                from .staging import remove
 
                 threading.Thread(target=remove, args=(folder,), daemon=True).start()  # not on the event loop
 

@@ -287,16 +287,16 @@ def _land(result: PlanResult, staged: StagedPlan, log: Path, root: Path) -> None
     project_dir = root / plan.project_name
     project_dir.mkdir(parents=True, exist_ok=True)
     final = _landing_folder(root, result)
+    if result.ok and _superseded(final, result):  # before copying gigabytes for nothing
+        _keep_later(result, final, plan.results_name, log)
+        return
     incoming = project_dir / f".{plan.id}.incoming-{uuid.uuid4().hex[:8]}"
     incoming.mkdir()
     try:
         _fill(result, staged, log, incoming, final)
-        if result.ok and _superseded(final, result):
-            # A worker cut off from the cluster (a laptop that slept) finished a run after the
-            # plan had run again elsewhere and landed whole: keep that, drop this late copy.
+        if result.ok and _superseded(final, result):  # the later run landed while this one copied
             shutil.rmtree(incoming, ignore_errors=True)
-            result.hdf, result.log = final / plan.results_name, final / log.name
-            result.reason += f" A later run of this plan had already landed in {final}; this run's copy was not kept."
+            _keep_later(result, final, plan.results_name, log)
             return
         old = None
         if final.exists():
@@ -313,6 +313,13 @@ def _land(result: PlanResult, staged: StagedPlan, log: Path, root: Path) -> None
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _keep_later(result: PlanResult, final: Path, hdf_name: str, log: Path) -> None:
+    """A worker cut off from the cluster (a laptop that slept) finished a run after the plan
+    had run again elsewhere and landed whole: keep that, and point this result at it."""
+    result.folder, result.hdf, result.log = final, final / hdf_name, final / log.name
+    result.reason += f" A later run of this plan had already landed in {final}; this run's copy was not kept."
 
 
 def _superseded(final: Path, result: PlanResult) -> bool:
