@@ -27,53 +27,47 @@ def _seconds(value) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
-def _progress_line(batch, client, started: float, expected: dict[str, float]) -> str:
+def _progress_line(snap: dict, started: float, slots: int) -> str:
     """Counts per state, plans running where, and a rough time to go."""
-    states = {"done": 0, "failed": 0, "running": 0, "queued": 0}
-    finished = set()
-    for f in batch.futures:
-        if f.status == "finished":
-            states["done"] += 1
-            finished.add(f.key)
-        elif f.status in ("error", "cancelled"):
-            states["failed"] += 1
-            finished.add(f.key)
-    from .batch import running_plans
-
-    running = [(k[4:], w) for k, w in running_plans(client).items()]
-    states["running"] = len(running)
-    states["queued"] = len(batch.futures) - states["done"] - states["failed"] - states["running"]
-    left = sum(v for k, v in expected.items() if f"summarise-{k}" not in finished)
-    slots = max(1, sum(int(r.get("RAS", 0)) for r in _resources(client).values()))
-    where = ", ".join(f"{k}@{w.split('//')[-1]}" for k, w in running[:4]) + (" ..." if len(running) > 4 else "")
-    return (f"[{time.monotonic() - started:6.0f} s] done {states['done']}, failed {states['failed']}, "
-            f"running {states['running']}, queued {max(0, states['queued'])}; ETA ~{left / slots:.0f} s"
+    counts = snap["counts"]
+    running = [p for p in snap["plans"] if p["state"] == "running"]
+    left = sum(p.get("expected") or 0 for p in snap["plans"] if p["state"] in ("queued", "running", "lost"))
+    where = ", ".join(f"{p['plan']}@{p.get('worker_name') or '?'}" for p in running[:4]) + \
+        (" ..." if len(running) > 4 else "")
+    shown = ", ".join(f"{s} {counts[s]}" for s in ("succeeded", "failed", "skipped", "running", "landing", "lost",
+                                                   "queued", "cancelled") if counts.get(s))
+    return (f"[{time.monotonic() - started:6.0f} s] {shown}; ETA ~{left / max(1, slots):.0f} s"
             + (f"  ({where})" if where else ""))
 
 
-def _resources(client) -> dict:
+def _slots(client) -> int:
     info = client.scheduler_info()
-    return {addr: w.get("resources", {}) for addr, w in info.get("workers", {}).items()}
+    return int(sum((w.get("resources") or {}).get("RAS", 0) for w in info.get("workers", {}).values()))
 
 
 def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Path, timeout: str | None,
               retries: int, scheduler: str | None, detach: bool, force: bool, n_workers: int | None = None,
               certs: Path | None = None) -> int:
-    from distributed import Client
-
-    from .batch import estimates, local_cluster, submit
+    """``dask-hecras run``: every check that can be made here is made before a cluster starts."""
+    from .batch import check_inputs, check_options, check_results_dir
     from .project import Project, ProjectError
 
     try:
+        check_options(engine, retries, timeout)
         project = Project(prj)
         plans = [project.plan(p) for p in plan_ids] if plan_ids else project.plans
-        project.check(plans)
-    except (ProjectError, KeyError) as e:
+        check_results_dir(results, plans)
+        check_inputs(plans)
+    except (ProjectError, KeyError, ValueError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
     if detach and scheduler is None:
         print("error: --detach needs --scheduler: a local cluster ends with this command", file=sys.stderr)
         return 2
+    from distributed import Client
+
+    from .batch import local_cluster, submit
+
     cluster = None
     if scheduler is None:
         cluster = local_cluster(n_workers)
@@ -82,22 +76,26 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
         from .certs import security
 
         client = Client(scheduler, security=security(certs, "client") if certs else None)
+    batch = None
     try:
         print(f"Dashboard: {client.dashboard_link}")
         print(f"{project.name}: {len(plans)} plan(s) with the {engine} engine; results in {results}")
         batch = submit(client, plans, engine=engine, results_dir=results, retries=retries, timeout=timeout,
-                       force=force, detach=detach)
+                       force=force)
+        print(f"Batch {batch.id}")
         if batch.skipped:
-            print(f"Skipped {len(batch.skipped)} plan(s) that already succeeded: "
+            print(f"Skipped {len(batch.skipped)} plan(s) already landed from the same input files: "
                   f"{', '.join(r.plan_id for r in batch.skipped)} (--force runs them again)")
         if detach:
-            print(f"Batch {batch.id} submitted and detached; follow it with: dask-hecras status {results}")
+            print(f"Detached: the scheduler's queue runs the batch; follow it with: dask-hecras status {results}")
             return 0
-        expected = estimates([p for p in plans if p.key not in {r.key for r in batch.skipped}], results)
         started = time.monotonic()
         last = ""
-        while any(f.status == "pending" for f in batch.futures):
-            line = _progress_line(batch, client, started, expected)
+        while True:
+            snap = batch.snapshot()
+            if snap["finished"]:
+                break
+            line = _progress_line(snap, started, _slots(client))
             if sys.stdout.isatty():
                 print("\r" + line.ljust(len(last)), end="", flush=True)
             elif line.split("]", 1)[1] != last.split("]", 1)[-1]:
@@ -106,7 +104,12 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
             time.sleep(1)
         if sys.stdout.isatty():
             print()
-        return _report(batch.results(), time.monotonic() - started, results / project.name)
+        return _report(batch.results(), time.monotonic() - started, results)
+    except KeyboardInterrupt:
+        if batch is not None and cluster is None:
+            batch.cancel()
+            print(f"\nBatch {batch.id} cancelled (run with --detach to leave a batch running).", file=sys.stderr)
+        return 130
     finally:
         client.close()
         if cluster is not None:
@@ -125,28 +128,62 @@ def _report(results, seconds: float, where: Path) -> int:
     return 0
 
 
-def status(results_dir: Path, batch_id: str | None) -> int:
-    from .batch import open_batch
+def _results_root(folder: Path) -> Path | None:
+    """The results root holding ``folder``: itself, or a parent with batches (so a project's
+    or a plan's results folder will do)."""
+    folder = Path(folder).resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".batches").is_dir():
+            return candidate
+    return None
 
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def status(results_dir: Path, batch_id: str | None) -> int:
+    from .ledger import scheduler_reachable
+    from .ledger import status as batch_status
+    from .records import read_workers
+
+    if not results_dir.exists():
+        print(f"error: {results_dir} does not exist", file=sys.stderr)
+        return 2
+    root = _results_root(results_dir)
+    if root is None:
+        print(f"error: no batch has been submitted into {results_dir} (no .batches folder in it or above it)",
+              file=sys.stderr)
+        return 2
     try:
-        batch = open_batch(results_dir, batch_id)
+        st = batch_status(root, batch_id)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    results = batch.results()
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    print(f"Batch {batch.id} in {batch.results_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    counts = st.counts()
+    print(f"Batch {st.batch} in {root}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if st.heartbeat is None:
+        print("(submitted by an earlier version of dask-hecras: states from the results folder only)")
+    elif st.finished:
+        print("Finished.")
+    elif st.alive:
+        print(f"Running: the scheduler's queue ({st.scheduler}) recorded it {_ago(time.time() - st.heartbeat)} ago.")
+    else:
+        listening = st.scheduler and scheduler_reachable(st.scheduler)
+        print(f"NOT RUNNING: nothing has been recorded for {_ago(time.time() - st.heartbeat)}; its scheduler "
+              f"({st.scheduler}) is {'unresponsive' if listening else 'gone'}. A scheduler started again with "
+              "--preload dask_hecras.scheduler and hecras.queue.state resumes it; or submit the plans again "
+              "(what landed is skipped).")
     rows = [["project", "plan", "title", "status", "attempts", "worker", "run", "reason"]]
-    for r in results:
-        rows.append([r.project, r.plan_id, r.title, r.validation if r.status == "failed" and r.validation else r.status,
-                     str(len(r.attempts)), r.worker or r.host if r.attempts else "", _seconds(r.run_seconds),
-                     r.reason if not r.ok else ""])
+    for p in st.plans:
+        r = p.result
+        shown = r.validation if p.state == "failed" and r is not None and r.validation else p.state
+        rows.append([Path(p.project).stem, p.plan, p.title, shown, str(p.attempts),
+                     (r.worker or r.host) if r is not None and p.state != "skipped" else p.worker,
+                     _seconds(r.run_seconds if r is not None else None),
+                     (p.note or p.reason) if p.state != "succeeded" else p.note])
     _table(rows)
-    from .records import read_workers
-
-    standing = [w for w in read_workers(batch.results_dir) if w.get("state") != "in rotation"]
+    standing = [w for w in read_workers(root) if w.get("state") != "in rotation"]
     if standing:
         print("\nWorkers not taking plans:")
         _table([["worker", "state", "since", "reason"]] +
@@ -229,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("project", type=Path, help="the project file NAME.prj")
     run.add_argument("--plans", help="comma-separated plan ids (default: every plan)")
     run.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a local cluster)")
-    run.add_argument("--engine", default="fake", choices=["fake", "ras"])
+    run.add_argument("--engine", default="fake", choices=["fake", "ras"], help="the engine (default: fake)")
     run.add_argument("--results", type=Path, default=None, help="results folder (default: hecras.results-dir or ./hecras-results)")
     run.add_argument("--retries", type=int, default=2, help="extra attempts for failures a retry can fix (default 2)")
     run.add_argument("--timeout", default=None, help="per-plan time limit, e.g. 6h or 900 (seconds)")

@@ -6,6 +6,7 @@ from a Dask config file or a ``DASK_HECRAS__*`` environment variable.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,50 @@ def get(key: str, default: Any = None) -> Any:
     return dask.config.get(f"hecras.{key}", default=default)
 
 
-def timeout_seconds(value: Any) -> float | None:
-    """A timeout given as seconds or as text ("6h", "90m"); ``None`` means none."""
-    if value is None or value == "" or value == "null":
-        return None
-    if isinstance(value, (int, float)):
-        return float(value) if value > 0 else None
-    from dask.utils import parse_timedelta
+_UNITS = {
+    "ms": 0.001, "msec": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
+    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400, "w": 604800, "week": 604800, "weeks": 604800,
+}
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_PART = re.compile(rf"({_NUMBER})\s*([a-z]+)")
 
-    seconds = parse_timedelta(value, default="s")
-    return float(seconds) if seconds and seconds > 0 else None
+
+def parse_duration(value: Any, what: str = "a duration") -> float:
+    """Seconds from ``900``, ``"90min"``, ``"1.5h"``, ``"1h30m"``, ``"2 days"``.
+
+    Anything else raises a ``ValueError`` that names ``what`` and shows what is accepted:
+    a typo must fail where it is typed, not as a traceback on every worker.
+    """
+    from datetime import timedelta
+
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().lower()
+    if re.fullmatch(_NUMBER, text):
+        return float(text)
+    if re.fullmatch(rf"(?:\s*{_NUMBER}\s*[a-z]+)+\s*", text):
+        parts = _PART.findall(text)
+        if all(unit in _UNITS for _, unit in parts):
+            return sum(float(n) * _UNITS[unit] for n, unit in parts)
+    raise ValueError(f"{what}: cannot read {value!r} as a duration; write it like 900 (seconds), "
+                     f"90min, 1.5h, 1h30m or 2d")
+
+
+def timeout_seconds(value: Any, what: str = "timeout") -> float | None:
+    """A timeout given as seconds or as text ("6h", "90min"); ``None`` (or 0) means none."""
+    if value is None or value == "" or value == "null" or value == "none":
+        return None
+    seconds = parse_duration(value, what)
+    if seconds < 0:
+        raise ValueError(f"{what}: {value!r} is negative")
+    return seconds or None
+
+
+def seconds(key: str, default: Any) -> float:
+    """A duration setting ``hecras.<key>`` in seconds, its name in the error if unreadable."""
+    return parse_duration(get(key, default), f"hecras.{key}")

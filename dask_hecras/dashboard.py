@@ -1,194 +1,99 @@
-"""A HEC-RAS page in the Dask dashboard, and the plan state behind it.
+"""A HEC-RAS page in the Dask dashboard, and the state behind it.
 
-Use as a scheduler preload::
-
-    dask scheduler --preload dask_hecras.dashboard
-
-``local_cluster()`` and the CLI switch it on. It adds
+Installed by the scheduler preload ``dask_hecras.scheduler`` (``local_cluster()`` and the
+CLI switch it on). It adds
 
 - ``/hecras`` (and ``/individual-hecras``, listed in the dashboard's "More" menu): counts per
   state, a table of plans, a panel per worker, and a timeline of plan runs per worker;
 - ``/hecras/api/plans.json``: the same state as JSON.
 
-The state comes from the scheduler itself: a :class:`HecrasPlugin` follows the transitions
-of ``stage-/run-/validate-/summarise-<project>-<plan>`` tasks and the ``hecras`` events the
-tasks log. It serves many batches and clients, and forgets finished plans after
-``hecras.dashboard.forget-after``. The dashboard hooks used here are internal Dask APIs:
-they are all in this module.
+Plans and runs come from the plan queue (``queue.PlanQueue``), which owns them; a small
+plugin, :class:`WorkerPanel`, keeps what workers report about themselves (capabilities, the
+owner policy's decisions, standing). Each event costs the same however many plans are kept:
+nothing is rescanned per event. The dashboard hooks used here are internal Dask APIs: they
+are all in this module.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
-from collections import deque
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from . import config
-
 TOPIC = "hecras"
-STEPS = ("stage", "run", "validate", "summarise")
-FINAL = ("succeeded", "failed")
-_KEY = re.compile(r"^(stage|run|validate|summarise)-(.+-p\d{2})(?:-[0-9a-f]{6})?$")
+FINAL = ("succeeded", "failed", "skipped", "cancelled")
+STATES = ("queued", "staging", "running", "landing", "lost", "succeeded", "failed", "skipped", "cancelled")
 
 
-def split_key(key) -> tuple[str | None, str | None]:
-    """``run-Demo-p01`` → (``run``, ``Demo-p01``)."""
-    m = _KEY.match(str(key))
-    return (m.group(1), m.group(2)) if m else (None, None)
+class WorkerPanel(SchedulerPlugin):
+    """What each worker reported last: capabilities, the owner policy's decision, standing."""
 
-
-class HecrasPlugin(SchedulerPlugin):
-    """Plan states, worker standing and a run timeline, kept on the scheduler."""
-
-    name = "hecras"
+    name = "hecras-workers"
 
     def __init__(self) -> None:
         self.scheduler = None
-        self.plans: dict[str, dict[str, Any]] = {}
         self.workers: dict[str, dict[str, Any]] = {}
-        self.runs: deque[dict[str, Any]] = deque(maxlen=5000)
 
     async def start(self, scheduler) -> None:
         self.scheduler = scheduler
-
-    # --- state ----------------------------------------------------------------------
-
-    def _plan(self, key: str) -> dict[str, Any]:
-        p = self.plans.get(key)
-        if p is None:
-            project, _, plan = key.rpartition("-")
-            p = self.plans[key] = {"key": key, "project": project, "plan": plan, "title": "", "batch": "",
-                                   "state": "queued", "worker": "", "attempt": 0, "started": None,
-                                   "expected": None, "message": "", "updated": time.time()}
-        return p
-
-    def _set(self, key: str, **fields) -> None:
-        p = self._plan(key)
-        if p["state"] in FINAL and fields.get("state") not in (None, *FINAL, "queued"):
-            return  # a late message of an earlier step; a resubmission starts again at "queued"
-        p.update(fields)
-        p["updated"] = time.time()
-
-    def _forget(self) -> None:
-        from dask.utils import parse_timedelta
-
-        horizon = parse_timedelta(config.get("dashboard.forget-after", "12h"), default="s")
-        cutoff = time.time() - float(horizon)
-        for key in [k for k, p in self.plans.items() if p["state"] in FINAL and p["updated"] < cutoff]:
-            del self.plans[key]
-
-    def transition(self, key, start, finish, *args, **kwargs) -> None:
-        step, plan_key = split_key(key)
-        if step is None:
-            return
-        if finish == "processing":
-            ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
-            worker = ts.processing_on.address if ts is not None and ts.processing_on is not None else ""
-            state = {"stage": None, "run": None, "validate": "validating", "summarise": "summarising"}[step]
-            if state is None:  # sent to a worker: it waits there for its RAS slot until it starts
-                if self._plan(plan_key)["state"] not in ("running", "retrying"):
-                    self._set(plan_key, state="queued", worker=worker)
-            else:
-                self._set(plan_key, state=state, worker=worker)
-        elif finish == "erred":
-            text = kwargs.get("exception_text") or ""
-            p = self._plan(plan_key)
-            if p["state"] not in FINAL:
-                self._set(plan_key, state="failed", message=p["message"] or text)
-        elif finish == "forgotten" and step == "summarise":
-            p = self.plans.get(plan_key)
-            if p is not None and p["state"] not in FINAL:
-                self._set(plan_key, state="failed", message=p["message"] or "cancelled")
 
     def log_event(self, topic, msg) -> None:
         if topic != TOPIC or not isinstance(msg, dict):
             return
         action = msg.get("action")
-        if action == "batch":
-            for entry in msg.get("plans", []):
-                self._set(entry["key"], state="queued", title=entry.get("title", ""), batch=msg.get("batch", ""),
-                          expected=entry.get("expected"), worker="", message="", started=None)
-        elif action == "step":
-            self._step(msg)
-        elif action in ("out of rotation", "draining", "in rotation"):
-            w = self.workers.setdefault(msg.get("worker", ""), {})
-            w.update(standing=action, reason=msg.get("reason", ""))
+        if action in ("out of rotation", "draining", "in rotation"):
+            self.workers.setdefault(msg.get("worker", ""), {}).update(standing=action, reason=msg.get("reason", ""))
         elif action == "worker":  # capabilities (dask_hecras.worker.CapabilityPlugin)
             w = self.workers.setdefault(msg.get("worker", ""), {})
             w.update({k: v for k, v in msg.items() if k not in ("action", "worker")})
             w["free_disk"] = msg.get("free_scratch_bytes")
         elif action == "owner":  # the owner policy's last decision (dask_hecras.owner.OwnerPlugin)
-            w = self.workers.setdefault(msg.get("worker", ""), {})
-            w["owner"] = f"{msg.get('decision', '')}: {msg.get('reason', '')}"
-        self._forget()
+            self.workers.setdefault(msg.get("worker", ""), {})["owner"] = f"{msg.get('decision', '')}: {msg.get('reason', '')}"
 
-    def _step(self, msg: dict) -> None:
-        key, step, phase = msg.get("plan", ""), msg.get("step"), msg.get("phase")
-        worker = msg.get("worker", "")
-        if step == "stage" and phase == "started":
-            self._set(key, state="staging", worker=worker)
-        if step == "stage" and phase == "finished":
-            info = self.workers.setdefault(worker, {})
-            if msg.get("free_disk") is not None:
-                info["free_disk"] = msg["free_disk"]
-            if msg.get("cache_bytes") is not None:
-                info["cache_bytes"] = msg["cache_bytes"]
-        if step == "run" and phase == "started":
-            self._set(key, state="running", worker=worker, attempt=msg.get("attempt", 0), started=time.time(),
-                      message="")
-            self.runs.append({"plan": key, "worker": worker, "start": time.time(), "end": None, "status": "running"})
-        elif step == "run" and phase in ("finished", "retrying", "requeued"):
-            for r in reversed(self.runs):
-                if r["plan"] == key and r["end"] is None:
-                    r.update(end=time.time(), status=msg.get("status", phase))
-                    break
-            state = {"retrying": "retrying", "requeued": "queued"}.get(phase, "validating")
-            self._set(key, state=state, message=msg.get("reason", ""), attempt=msg.get("attempt", 0),
-                      **({"worker": ""} if phase == "requeued" else {}))
-        elif step == "summarise" and phase == "finished":
-            self._set(key, state=msg.get("status", "succeeded"), message=msg.get("reason", ""))
+    def remove_worker(self, scheduler=None, worker=None, **kwargs) -> None:
+        self.workers.pop(worker, None)
 
-    # --- views ----------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        now = time.time()
-        plans = []
-        for p in sorted(self.plans.values(), key=lambda p: (p["batch"], p["project"], p["plan"])):
-            elapsed = now - p["started"] if p["started"] and p["state"] not in FINAL else None
-            plans.append({**p, "elapsed": elapsed})
-        counts: dict[str, int] = {}
-        for p in plans:
-            counts[p["state"]] = counts.get(p["state"], 0) + 1
-        running = {}
-        for p in plans:
-            if p["state"] == "running":
+def _shown_state(p: dict) -> str:
+    if p["state"] == "running":
+        return {"running": "running", "staging": "staging"}.get(p["step"], "staging")
+    return p["state"]
+
+
+def snapshot(scheduler) -> dict[str, Any]:
+    """Every plan the queue holds, the workers, and the runs, as the page and JSON view show them."""
+    from .queue import queue_of
+
+    queue = queue_of(scheduler)
+    snap = queue.snapshot() if queue is not None else {"time": time.time(), "batches": []}
+    plans, counts, running = [], {}, {}
+    for b in snap["batches"]:
+        for p in b["plans"]:
+            state = _shown_state(p)
+            counts[state] = counts.get(state, 0) + 1
+            if state == "running":
                 running[p["worker"]] = running.get(p["worker"], 0) + 1
-        workers = []
-        if self.scheduler is not None:
-            for addr, ws in self.scheduler.workers.items():
-                extra = self.workers.get(addr, {})
-                slots = ws.resources.get("RAS")
-                standing = extra.get("standing") or ("in rotation" if slots else "no RAS slots")
-                workers.append({"worker": addr, "name": str(ws.name), "slots": slots, "in_use": running.get(addr, 0),
-                                "cores": extra.get("cores"), "versions": extra.get("versions", ""),
-                                "ras_exe": "; ".join(path for _, path in extra.get("installs", [])),
-                                "free_disk": extra.get("free_disk"), "cache_bytes": extra.get("cache_bytes"),
-                                "standing": standing, "owner": extra.get("owner", ""),
-                                "reason": extra.get("reason", "")})
-        return {"counts": counts, "plans": plans, "workers": workers, "runs": list(self.runs), "time": now}
-
-
-def _plugin(scheduler) -> HecrasPlugin:
-    plugin = scheduler.plugins.get(HecrasPlugin.name)
-    if plugin is None:
-        plugin = HecrasPlugin()
-        plugin.scheduler = scheduler
-        scheduler.add_plugin(plugin, name=HecrasPlugin.name)
-    return plugin
+            plans.append({"batch": b["batch"], "project": p["project"], "plan": p["plan"], "title": p["title"],
+                          "state": state, "worker": p["worker"],
+                          "worker_name": p["worker_name"], "attempt": p["attempt"], "failed_runs": p["failed_runs"],
+                          "elapsed": p["elapsed"], "expected": p["expected"], "message": p["reason"],
+                          "summary": p["summary"], "folder": p["folder"]})
+    panel = scheduler.plugins.get(WorkerPanel.name)
+    reported = panel.workers if panel is not None else {}
+    workers = []
+    for addr, ws in scheduler.workers.items():
+        extra = reported.get(addr, {})
+        slots = ws.resources.get("RAS")
+        standing = extra.get("standing") or ("in rotation" if slots else "no RAS slots")
+        workers.append({"worker": addr, "name": str(ws.name), "slots": slots, "in_use": running.get(addr, 0),
+                        "cores": extra.get("cores"), "versions": extra.get("versions", ""),
+                        "ras_exe": "; ".join(path for _, path in extra.get("installs", [])),
+                        "free_disk": extra.get("free_disk"), "cache_bytes": extra.get("cache_bytes"),
+                        "standing": standing, "owner": extra.get("owner", ""), "reason": extra.get("reason", "")})
+    runs = list(queue.runs) if queue is not None else []
+    return {"counts": counts, "plans": plans, "workers": workers, "runs": runs, "time": snap["time"]}
 
 
 # --------------------------------------------------------------------------- JSON
@@ -200,15 +105,16 @@ def _json_handler():
     class PlansJSON(RequestHandler):
         def get(self):
             self.set_header("Content-Type", "application/json")
-            self.write(json.dumps(_plugin(self.server).snapshot(), default=str))
+            self.write(json.dumps(snapshot(self.server), default=str))
 
     return PlansJSON
 
 
 # --------------------------------------------------------------------------- Bokeh page
 
-_STATE_COLOURS = {"queued": "#9e9e9e", "staging": "#80cbc4", "running": "#1e88e5", "validating": "#7e57c2",
-                  "summarising": "#5c6bc0", "succeeded": "#43a047", "failed": "#e53935", "retrying": "#fb8c00"}
+_STATE_COLOURS = {"queued": "#9e9e9e", "staging": "#80cbc4", "running": "#1e88e5", "landing": "#7e57c2",
+                  "lost": "#fb8c00", "succeeded": "#43a047", "failed": "#e53935", "skipped": "#a5d6a7",
+                  "cancelled": "#757575"}
 
 
 def _fmt_seconds(value) -> str:
@@ -225,12 +131,11 @@ def _fmt_bytes(value) -> str:
 
 
 def hecras_doc(scheduler, extra, doc) -> None:
-    """The /hecras page: refreshed every second from the plugin's state."""
+    """The /hecras page: refreshed every second from the queue's state."""
     from bokeh.layouts import column
     from bokeh.models import ColumnDataSource, DataTable, Div, HTMLTemplateFormatter, TableColumn
     from bokeh.plotting import figure
 
-    plugin = _plugin(scheduler)
     counts = Div(text="", sizing_mode="stretch_width", css_classes=["hecras-counts"])
     plan_cols = ["project", "plan", "title", "state", "worker", "attempt", "elapsed", "expected", "message"]
     plans_src = ColumnDataSource({c: [] for c in plan_cols}, name="hecras-plans")
@@ -269,16 +174,17 @@ def hecras_doc(scheduler, extra, doc) -> None:
         table.view.tags = [tick[0]]
 
     def update() -> None:
-        snap = plugin.snapshot()
-        order = ["queued", "staging", "running", "retrying", "validating", "summarising", "succeeded", "failed"]
+        snap = snapshot(scheduler)
+        shown = [s for s in STATES if s in ("queued", "running", "succeeded", "failed") or snap["counts"].get(s)]
         counts.text = "<b>HEC-RAS plans</b> &nbsp; " + " &nbsp; ".join(
             f'<span class="hecras-count" data-state="{s}" style="color:{_STATE_COLOURS[s]}">{s}: '
-            f'<b>{snap["counts"].get(s, 0)}</b></span>' for s in order)
+            f'<b>{snap["counts"].get(s, 0)}</b></span>' for s in shown)
         plans = snap["plans"]
         plans_src.data.update({
             "project": [p["project"] for p in plans], "plan": [p["plan"] for p in plans],
             "title": [p["title"] for p in plans], "state": [p["state"] for p in plans],
-            "worker": [p["worker"] for p in plans], "attempt": [p["attempt"] or "" for p in plans],
+            "worker": [p["worker_name"] or p["worker"] for p in plans],
+            "attempt": [p["attempt"] or "" for p in plans],
             "elapsed": [_fmt_seconds(p["elapsed"]) for p in plans],
             "expected": [_fmt_seconds(p["expected"]) for p in plans],
             "message": [(p["message"] or "")[:300] for p in plans],
@@ -304,7 +210,7 @@ def hecras_doc(scheduler, extra, doc) -> None:
             "worker": [r["worker"] for r in runs], "plan": [r["plan"] for r in runs],
             "start": [r["start"] * 1000 for r in runs], "end": [(r["end"] or now) * 1000 for r in runs],
             "colour": [_STATE_COLOURS.get("running" if r["end"] is None else
-                                          "failed" if r["status"] in ("failed", "retrying") else "succeeded")
+                                          "succeeded" if r["status"] == "landed" else "failed")
                        for r in runs],
         }
 
@@ -328,9 +234,20 @@ def _register_pages() -> None:
 _register_pages()  # at import: the dashboard is wired after preloads are imported
 
 
-def dask_setup(scheduler) -> None:
-    """Preload hook: the plugin and the JSON route."""
-    _plugin(scheduler)
+def install(scheduler) -> None:
+    """The worker panel's plugin and the JSON route (the pages are registered at import)."""
+    if WorkerPanel.name not in scheduler.plugins:
+        scheduler.add_plugin(WorkerPanel(), name=WorkerPanel.name)
+        panel = scheduler.plugins[WorkerPanel.name]
+        panel.scheduler = scheduler
     app = getattr(scheduler, "http_application", None)
-    if app is not None:
+    if app is not None and not getattr(scheduler, "_hecras_json_route", False):
         app.add_handlers(r".*", [(r"/hecras/api/plans\.json", _json_handler(), {"dask_server": scheduler})])
+        scheduler._hecras_json_route = True
+
+
+def dask_setup(scheduler) -> None:
+    """``--preload dask_hecras.dashboard``, the earlier name of ``dask_hecras.scheduler``."""
+    from .scheduler import dask_setup as setup
+
+    setup(scheduler)

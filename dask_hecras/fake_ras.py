@@ -13,7 +13,13 @@ named by ``$FAKE_RAS_CONFIG``)::
     {"p01": {"seconds": 2.5, "outcome": "success"}, "p02": {"seconds": 1, "outcome": "unstable"}}
 
 Outcomes: success, unstable, crash, hang, no-results, truncated. A plan may also set
-``cells`` and ``steps`` to write one large mesh (for benchmarks).
+``cells`` and ``steps`` to write one large mesh (for benchmarks), and ``post-seconds``: how
+long the front process goes on after the results file is final (Ras.exe's post-processing,
+such as RAS Mapper's stored maps), when killing the engine no longer loses the results.
+
+With ``$FAKE_RAS_JOURNAL`` set, the helper appends one line to that file when it starts
+computing and one when its results are final (``start``/``end``, the plan, the outcome, the
+folder, its pid): tests count from it how often an engine really ran, and to what end.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class Behaviour:
     outcome: str = "success"
     cells: int | None = None
     steps: int | None = None
+    post_seconds: float = 0.0
 
 
 def load_behaviour(project_dir: Path, plan_id: str) -> Behaviour:
@@ -76,6 +83,7 @@ def load_behaviour(project_dir: Path, plan_id: str) -> Behaviour:
             outcome=outcome,
             cells=int(entry["cells"]) if entry.get("cells") else None,
             steps=int(entry["steps"]) if entry.get("steps") else None,
+            post_seconds=float(entry.get("post-seconds", 0.0)),
         )
     return Behaviour(seconds=default_seconds)
 
@@ -545,10 +553,24 @@ def _interval_text(interval: timedelta | None) -> str:
 # --------------------------------------------------------------------------- processes
 
 
+def journal(event: str, plan_file: Path, outcome: str) -> None:
+    """One line in ``$FAKE_RAS_JOURNAL``, written whole (appends of one short line do not mix)."""
+    path = os.environ.get("FAKE_RAS_JOURNAL")
+    if not path:
+        return
+    line = f"{event} {plan_file.stem}.{plan_file.suffix.lstrip('.')} {outcome} {plan_file.parent} {os.getpid()} {time.time():.3f}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 def compute(prj: Path, plan_file: Path, behaviour: Behaviour) -> int:
     """The helper process (RasUnsteady's part): does the work and the waiting."""
     started = time.monotonic()
     outcome = behaviour.outcome
+    journal("start", plan_file, outcome)
     if outcome == "no-results":
         time.sleep(behaviour.seconds)
         print("fake-ras: finished without writing results", flush=True)
@@ -573,6 +595,7 @@ def compute(prj: Path, plan_file: Path, behaviour: Behaviour) -> int:
         size = run.final.stat().st_size
         with open(run.final, "r+b") as fh:
             fh.truncate(size // 2)
+    journal("end", plan_file, outcome)
     print(f"fake-ras: finished {run.plan.id}", flush=True)
     return 0
 
@@ -597,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome=args.outcome or b.outcome,
         cells=args.cells or b.cells,
         steps=args.steps or b.steps,
+        post_seconds=b.post_seconds,
     )
     if args.compute:
         return compute(prj, plan_file, b)
@@ -610,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     code = subprocess.call(helper, cwd=prj.parent)
     if code != 0:
         print(f"Error with program: RasUnsteady.exe  Exit Code = {code}", flush=True)
+    elif b.post_seconds:  # the results file is final; Ras.exe goes on with its post-processing
+        print("fake-ras: post-processing (RAS Mapper stored maps)", flush=True)
+        time.sleep(b.post_seconds)
     return code
 
 

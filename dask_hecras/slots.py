@@ -4,11 +4,13 @@ Two things close a PC's slots: being out of rotation (no HEC-RAS, failing runs, 
 see ``batch``) and its owner being at work (``owner``). Each says only its own part, so
 neither undoes the other.
 
-Dask sends every run to a worker as soon as it is submitted, and the run waits there for a
-free slot; work stealing moves a waiting run only off a worker with much more queued than
-another. So when a worker's slots close, the runs waiting on it move to workers with open
-slots; when slots open, runs waiting on closed workers, and runs no worker could take
-("no-worker"), come to them. That needs scheduler and worker internals (work stealing's
+The plan queue (``queue``) releases a run only to a worker whose slot is free and open, so
+its runs never wait on a closed PC; it is told at once when slots change. Plain Dask tasks
+with ``resources={"RAS": 1}`` (``client.map(run_plan, ...)``) are sent to a worker as soon as
+they are submitted and wait there for a free slot; work stealing moves a waiting run only off
+a worker with much more queued than another. So when a worker's slots close, the runs waiting
+on it move to workers with open slots; when slots open, runs waiting on closed workers, and
+runs no worker could take ("no-worker"), come to them. That needs scheduler and worker internals (work stealing's
 move protocol, the worker's unpause stimulus), kept in this module.
 """
 
@@ -57,7 +59,8 @@ async def _set(worker, slots: int) -> None:
 
 
 def _is_run(ts) -> bool:
-    return RESOURCE in (ts.resource_restrictions or {})
+    """A plain Dask task needing a slot (the queue's runs are pinned to a worker and it moves them)."""
+    return RESOURCE in (ts.resource_restrictions or {}) and not ts.worker_restrictions
 
 
 def place_waiting_runs(dask_scheduler=None) -> int:
@@ -67,6 +70,9 @@ def place_waiting_runs(dask_scheduler=None) -> int:
     from distributed.core import Status
 
     s = dask_scheduler
+    queue = s.plugins.get("hecras-queue")  # the plan queue releases to open slots itself
+    if queue is not None:
+        queue.kick()
     open_ = [ws for ws in s.workers.values() if ws.resources.get(RESOURCE, 0) >= 1 and ws.status == Status.running]
     placed = 0
     for ws in open_:  # "no-worker" runs: the scheduler looks at them again only when a worker joins

@@ -46,6 +46,7 @@ class StagedPlan:
     host: str = ""  # the machine whose local disk holds run_dir
     bytes_from_cache: int = 0  # linked from the cache, not read from the project
     owner: str = ""  # the process that staged it (see ``sweep``)
+    fingerprint: str = ""  # of the source files staged (see ``identity``)
 
     @property
     def results_hdf(self) -> Path:
@@ -124,8 +125,11 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache 
 
     ``cache=False`` copies everything (no machine cache).
     """
+    from .identity import fingerprint
+
     started = time.monotonic()
     inputs = plan.inputs()  # raises ProjectError listing every missing file
+    staged_fingerprint = fingerprint(plan, inputs)
     root = scratch_root(scratch)
     if cache is None or cache is True:
         cache = machine_cache(scratch)
@@ -180,6 +184,7 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache 
         host=socket.gethostname(),
         bytes_from_cache=from_cache,
         owner=this_process(),
+        fingerprint=staged_fingerprint,
     )
 
 
@@ -193,10 +198,13 @@ def this_process() -> str:
     return f"{os.getpid()} {psutil.Process().create_time()}"
 
 
-def _process_gone(mark: str) -> bool:
+def process_gone(mark: str) -> bool:
+    """The process ``mark`` (see :func:`this_process`) has ended: no such pid, the pid reused,
+    or a dead process its parent has not reaped yet (a zombie)."""
     try:
         pid, started = mark.split()
-        return abs(psutil.Process(int(pid)).create_time() - float(started)) > 1.0  # the pid was reused
+        p = psutil.Process(int(pid))
+        return abs(p.create_time() - float(started)) > 1.0 or p.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
     except (ValueError, psutil.Error):
@@ -216,7 +224,7 @@ def sweep(root: str | os.PathLike) -> int:
             mark = (folder / STAGED_BY).read_text()
         except OSError:
             continue  # not a run folder (the cache), or being made
-        if not (folder / ".failed").exists() and _process_gone(mark):
+        if not (folder / ".failed").exists() and process_gone(mark):
             remove(folder)
             removed += 1
     return removed
@@ -224,7 +232,11 @@ def sweep(root: str | os.PathLike) -> int:
 
 def keep_failed(run_dir: Path) -> None:
     """Keep a failed run folder for inspection; beyond ``hecras.keep-failed-runs`` the oldest go."""
-    (run_dir / ".failed").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+    try:
+        (run_dir / ".failed").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+    except OSError:  # a full disk: keeping it would only make things worse
+        remove(run_dir)
+        return
     limit = int(config.get("keep-failed-runs", 5))
     kept = sorted((p for p in run_dir.parent.iterdir() if (p / ".failed").exists()),
                   key=lambda p: (p / ".failed").stat().st_mtime)

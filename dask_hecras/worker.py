@@ -2,7 +2,9 @@
 
 Start office workers with ``dask worker ... --preload dask_hecras.worker``. The preload adds
 
-- :class:`~dask_hecras.batch.StagingCleanup`, which removes run folders nobody will use;
+- :class:`~dask_hecras.runs.RunFolders`, which clears what earlier worker processes of this PC
+  left in the scratch folder (ending leftover engine trees, landing finished runs) and reports it
+  to the queue;
 - :class:`CapabilityPlugin`, which tells the scheduler (the ``/hecras`` page and
   ``dask-hecras status --scheduler``) which HEC-RAS versions this PC has and where their
   Ras.exe is, its cores and memory, the free scratch disk and the cache size, at start and
@@ -124,12 +126,12 @@ class CapabilityPlugin(WorkerPlugin):
 
 
 async def dask_setup(worker) -> None:
-    """``dask worker --preload dask_hecras.worker``: capabilities, staging clean-up, and the
-    owner policy if enabled."""
-    from .batch import StagingCleanup
+    """``dask worker --preload dask_hecras.worker``: capabilities, the start-up sweep of run
+    folders, and the owner policy if enabled."""
+    from .runs import RunFolders
 
     await worker.plugin_add(CapabilityPlugin())
-    await worker.plugin_add(StagingCleanup())
+    await worker.plugin_add(RunFolders())
     if config.get("owner.enabled"):
         from .owner import OwnerPlugin
 

@@ -7,13 +7,13 @@ import shutil
 import time
 import urllib.request
 
+import dask.config
 import psutil
 import pytest
 from distributed import Client
 
 from dask_hecras import Project
 from dask_hecras.batch import local_cluster, submit
-from dask_hecras.dashboard import split_key
 from dask_hecras.examples import make_project
 
 from .conftest import REPO
@@ -28,8 +28,8 @@ EXPECTED = {"p01": "succeeded", "p02": "failed", "p03": "failed", "p04": "succee
 def dashboard(tmp_path):
     """A local cluster with the preload on, and a batch of fake plans running on it."""
     prj = make_project(tmp_path / "project", n_plans=4, behaviour=BEHAVIOUR)
-    with local_cluster(2, dashboard_address="127.0.0.1:0",
-                       env={"DASK_HECRAS__SCRATCH": str(tmp_path / "scratch")}) as cluster, Client(cluster) as client:
+    with dask.config.set({"hecras.scratch": str(tmp_path / "scratch")}), \
+            local_cluster(2, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         base = client.dashboard_link.rsplit("/", 1)[0]
         batch = submit(client, Project(prj).plans, results_dir=tmp_path / "results", retries=1)
         yield base, batch
@@ -39,12 +39,6 @@ def plans_json(base: str) -> dict:
     with urllib.request.urlopen(f"{base}/hecras/api/plans.json", timeout=10) as r:
         assert r.headers["Content-Type"].startswith("application/json")
         return json.load(r)
-
-
-def test_split_key():
-    assert split_key("run-Demo-p01") == ("run", "Demo-p01")
-    assert split_key("summarise-Big Study-x-p12-ab12cd") == ("summarise", "Big Study-x-p12")
-    assert split_key("finalize-abc") == (None, None)
 
 
 def test_json_view_follows_the_batch(dashboard):
@@ -69,6 +63,7 @@ def test_json_view_follows_the_batch(dashboard):
     assert all(w["free_disk"] > 0 and w["cache_bytes"] > 0 for w in state["workers"])
     assert all(w["cores"] == psutil.cpu_count() for w in state["workers"]), state["workers"]  # worker preload
     assert {r["plan"] for r in state["runs"]} == {"Demo-p01", "Demo-p02", "Demo-p03", "Demo-p04"}
+    assert all(p["batch"] == batch.id for p in state["plans"])
     with urllib.request.urlopen(f"{base}/individual-plots.json", timeout=10) as r:
         assert "/individual-hecras" in json.load(r).values()
 
@@ -95,8 +90,8 @@ def test_page_in_a_real_browser(dashboard):
             for row in page.locator(".slick-row").all_inner_texts():
                 cells = row.split("\n")
                 plan = next((c for c in cells if c in EXPECTED), None)
-                state = next((c for c in cells if c in ("queued", "staging", "running", "retrying", "validating",
-                                                           "summarising", "succeeded", "failed")), None)
+                state = next((c for c in cells if c in ("queued", "staging", "running", "landing", "lost",
+                                                           "succeeded", "failed")), None)
                 if plan and state:
                     rows[plan] = state
                     seen.setdefault(plan, set()).add(state)
@@ -114,31 +109,18 @@ def test_page_in_a_real_browser(dashboard):
     assert (shots / "hecras-dashboard.png").stat().st_size > 10_000
 
 
-def test_plugin_state_machine_and_forgetting():
-    """The plugin on its own: events and transitions in, states out; finished plans forgotten."""
-    import dask.config
+def test_worker_panel_keeps_what_workers_report():
+    """The panel on its own: capability, owner and standing events in; one entry per worker."""
+    from dask_hecras.dashboard import WorkerPanel
 
-    from dask_hecras.dashboard import HecrasPlugin
-
-    p = HecrasPlugin()
-    p.log_event("hecras", {"action": "batch", "batch": "b1", "plans": [
-        {"key": "Demo-p01", "title": "10-year", "expected": 60.0}, {"key": "Demo-p02", "title": "50-year"}]})
-    assert {k: v["state"] for k, v in p.plans.items()} == {"Demo-p01": "queued", "Demo-p02": "queued"}
-    p.log_event("hecras", {"action": "step", "plan": "Demo-p01", "step": "run", "phase": "started",
-                           "worker": "tcp://a:1", "attempt": 1})
-    assert p.plans["Demo-p01"]["state"] == "running" and p.plans["Demo-p01"]["worker"] == "tcp://a:1"
-    p.log_event("hecras", {"action": "step", "plan": "Demo-p01", "step": "run", "phase": "retrying",
-                           "worker": "tcp://a:1", "attempt": 1, "reason": "crashed"})
-    assert p.plans["Demo-p01"]["state"] == "retrying" and p.runs[-1]["end"] is not None
-    p.transition("summarise-Demo-p02", "processing", "erred", exception_text="KilledWorker")
-    assert p.plans["Demo-p02"]["state"] == "failed" and p.plans["Demo-p02"]["message"] == "KilledWorker"
-    p.log_event("hecras", {"action": "step", "plan": "Demo-p01", "step": "summarise", "phase": "finished",
-                           "status": "succeeded", "reason": "HEC-RAS 6.6 completed the run"})
-    assert p.plans["Demo-p01"]["state"] == "succeeded"
+    p = WorkerPanel()
+    p.log_event("hecras", {"action": "worker", "worker": "tcp://a:1", "cores": 8, "versions": "6.6",
+                           "free_scratch_bytes": 10})
+    p.log_event("hecras", {"action": "owner", "worker": "tcp://a:1", "decision": "no new plans", "reason": "active"})
     p.log_event("hecras", {"action": "out of rotation", "worker": "tcp://a:1", "reason": "no HEC-RAS"})
-    assert p.workers["tcp://a:1"]["standing"] == "out of rotation"
-    snap = p.snapshot()
-    assert snap["counts"] == {"succeeded": 1, "failed": 1}
-    with dask.config.set({"hecras.dashboard.forget-after": "0s"}):
-        p.log_event("hecras", {"action": "batch", "batch": "b2", "plans": [{"key": "Other-p01"}]})
-    assert list(p.plans) == ["Other-p01"], "finished plans of the earlier batch are forgotten"
+    p.log_event("other", {"action": "worker", "worker": "tcp://b:1"})
+    assert p.workers == {"tcp://a:1": {"cores": 8, "versions": "6.6", "free_scratch_bytes": 10, "free_disk": 10,
+                                       "owner": "no new plans: active", "standing": "out of rotation",
+                                       "reason": "no HEC-RAS"}}
+    p.remove_worker(worker="tcp://a:1")
+    assert p.workers == {}

@@ -9,7 +9,8 @@ import psutil
 import pytest
 import xarray as xr
 
-from dask_hecras import PlanResult, Project, RetryableFailure, run_plan, validate
+from dask_hecras import Project, RetryableFailure, run_plan, validate
+from dask_hecras.records import load_result
 
 from .conftest import folder_digest
 
@@ -33,8 +34,7 @@ def test_every_fake_outcome_ends_in_the_right_status(demo, results, outcome, val
     assert words in r.reason
     assert r.folder == results / "Demo" / "p01"
     assert r.log.is_file() and "dask_hecras.fake_ras" in r.log.read_text()
-    saved = PlanResult.from_json(json.loads((r.folder / "result.json").read_text()))
-    assert saved == r
+    assert load_result(r.folder) == r  # what an engineer reads back later
     assert pickle.loads(pickle.dumps(r)) == r
     if outcome == "success":
         assert r.scratch is None
@@ -48,7 +48,8 @@ def test_success_lands_results_and_summary(demo, results, tmp_path):
     assert r.ok and r.exit_code == 0 and r.run_seconds > 0 and r.attempt == 1
     names = sorted(p.name for p in r.folder.iterdir())
     assert names == ["Demo.p02.computeMsgs.txt", "Demo.p02.engine.log", "Demo.p02.hdf", "result.json", "summary.nc"]
-    assert sorted(p.name for p in (results / "Demo").iterdir()) == [".attempts", "p02"], "no temporary folders left"
+    assert sorted(p.name for p in (results / "Demo").iterdir()) == [".attempts", ".project.json", "p02"], \
+        "no temporary folders left"
     ds = xr.open_dataset(r.summary, engine="h5netcdf")
     assert ds.attrs["plan_id"] == "p02" and ds.attrs["plan_name"] == "50-year storm"
     assert ds.sizes["cell"] == 600 and (ds["max_water_surface"] >= ds["min_water_surface"]).all()
@@ -98,10 +99,13 @@ def test_bad_input_is_a_failed_result_not_an_exception(demo, results):
     assert "Demo.u01" in r.reason and "missing" in r.reason
 
 
-def test_interrupted_copy_back_leaves_no_partial_result(demo, results, monkeypatch):
+def test_a_copy_back_that_fails_leaves_no_partial_result_and_keeps_the_run(demo, results, monkeypatch):
+    """The results share fills up during copy-back: nothing half-copied lands, the run folder
+    keeps the results (a later landing needs no new engine run), and Dask may retry."""
+    import dask.config
     import shutil
 
-    import dask_hecras.pipeline as pipeline
+    import dask_hecras.landing as landing
 
     real_copy = shutil.copy2
 
@@ -111,10 +115,14 @@ def test_interrupted_copy_back_leaves_no_partial_result(demo, results, monkeypat
             raise OSError(28, "No space left on device")
         return real_copy(src, dst, *a, **k)
 
-    monkeypatch.setattr(pipeline.shutil, "copy2", failing_copy)
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr(landing.shutil, "copy2", failing_copy)
+    with dask.config.set({"hecras.landing-patience": 0}), pytest.raises(RetryableFailure) as e:
         run_plan(Project(demo).plan("p01"), results_dir=results)
-    assert list((results / "Demo").iterdir()) == []
+    r = e.value.result
+    assert r.problem == "landing" and "No space left" in r.reason, r.reason
+    assert sorted(p.name for p in (results / "Demo").iterdir()) == [".attempts", ".project.json"], \
+        "nothing of the run landed, not even half"
+    assert validate(r.scratch / "Demo.p01.hdf").ok, "the run folder keeps the good results"
 
 
 def test_retryable_failures_raise_for_dask_to_retry(demo, results):
@@ -132,20 +140,16 @@ def test_retryable_failures_raise_for_dask_to_retry(demo, results):
     assert run_plan(plan, results_dir=results).validation == "failed"
 
 
-def test_a_retry_runs_in_a_fresh_folder_and_the_failed_one_is_kept(demo, results):
-    """Dask retries the run task with the same staged plan: the retry must not run in the
-    folder the failed attempt left (HEC-RAS may have written into it), which is kept as it was."""
-    from dask_hecras.pipeline import run_step, stage_step
-
+def test_each_attempt_runs_in_a_fresh_folder_and_failed_ones_are_kept(demo, results):
+    """HEC-RAS may have written into a failed attempt's folder: the next attempt stages afresh,
+    and the failed folder is kept as it was, for inspection."""
     (demo.parent / "fake-ras.json").write_text(json.dumps({"p01": {"seconds": 0.1, "outcome": "crash"}}))
     plan = Project(demo).plan("p01")
-    staged = stage_step(plan, results_dir=results)
     folders = []
     for _ in range(2):
         with pytest.raises(RetryableFailure) as e:
-            run_step(plan, staged, results_dir=results)
+            run_plan(plan, results_dir=results)
         folders.append(e.value.result.scratch)
-    assert folders[0] == staged.run_dir and folders[1] != folders[0], folders
+    assert folders[1] != folders[0], folders
     assert all((f / ".failed").is_file() and (f / "Demo.p01.engine.log").is_file() for f in folders)
-    assert (folders[0] / "Demo.p01.engine.log").read_text().count("$ ") == 1, "the first folder was run in again"
-    assert e.value.result.restaged
+    assert all((f / "Demo.p01.engine.log").read_text().count("$ ") == 1 for f in folders), "a folder was run in twice"

@@ -129,7 +129,68 @@ def _new_group_kwargs() -> dict:
     if sys.platform == "win32":
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
     # Own session and process group: a killpg reaches descendants even after they are orphaned.
-    return {"start_new_session": True}
+    kwargs: dict = {"start_new_session": True}
+    if sys.platform.startswith("linux"):
+        kwargs["preexec_fn"] = _die_with_parent()
+    return kwargs
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """Linux: the child is killed when the thread that started it ends, so an engine never
+    outlives its Dask worker (SIGKILLed, or closed because it lost its scheduler). Helpers the
+    engine starts are not covered: a worker's start-up sweep ends them (``kill_leftover``).
+    Windows gets the same from the Job Object, macOS only from the sweep."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+    parent = os.getpid()
+
+    def arm() -> None:  # runs in the child between fork and exec: nothing more than this
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
+
+
+def kill_leftover(pid: int, started: float) -> int:
+    """End an engine tree left behind by a worker process that died: the engine, if the pid
+    still names the same process (``started`` is its start time), its children, and on POSIX
+    every process still in its session (helpers orphaned when the engine died). Returns how
+    many processes were killed."""
+    victims: list[psutil.Process] = []
+    leader_alive = False
+    try:
+        leader = psutil.Process(pid)
+        if abs(leader.create_time() - started) > 1.0:
+            return 0  # the pid names another process now: its session is not ours either
+        leader_alive = True
+        victims += [leader, *leader.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.Error:
+        return 0
+    if os.name == "posix":
+        for p in psutil.process_iter():
+            try:
+                if p.pid != pid and os.getsid(p.pid) == pid and p.create_time() >= started - 1.0:
+                    victims.append(p)
+            except (OSError, psutil.Error):
+                continue
+    if not victims and not leader_alive:
+        return 0
+    killed = 0
+    for p in {p.pid: p for p in victims}.values():
+        try:
+            p.kill()
+            killed += 1
+        except psutil.Error:
+            pass
+    psutil.wait_procs(victims, timeout=10)
+    return killed
 
 
 class _Tree:
