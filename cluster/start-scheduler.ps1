@@ -16,4 +16,4 @@ if ($Insecure) {
     $tls = @("--protocol", "tls", "--tls-ca-file", (Join-Path $Certs "ca.pem"),
              "--tls-cert", (Join-Path $Certs "scheduler.pem"), "--tls-key", (Join-Path $Certs "scheduler-key.pem"))
 }
-dask scheduler --port $Port --dashboard-address ":$DashboardPort" --preload dask_hecras.dashboard @tls
+dask scheduler --port $Port --dashboard-address ":$DashboardPort" --preload dask_hecras.scheduler @tls

@@ -12,12 +12,12 @@ certs=${3:-${HECRAS_CERTS:-$here/certs}}
 if [ "$certs" = insecure ]; then
   echo "warning: plain tcp, not encrypted; any client can run code on the workers" >&2
   export DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=False
-  exec dask scheduler --port "$port" --dashboard-address ":$dashboard" --preload dask_hecras.dashboard
+  exec dask scheduler --port "$port" --dashboard-address ":$dashboard" --preload dask_hecras.scheduler
 fi
 if [ ! -f "$certs/scheduler.pem" ]; then
   echo "error: no certificates in $certs; make them with: dask-hecras certs $certs --host <this machine's name>" >&2
   exit 2
 fi
 exec dask scheduler --protocol tls --port "$port" --dashboard-address ":$dashboard" \
-    --preload dask_hecras.dashboard --tls-ca-file "$certs/ca.pem" \
+    --preload dask_hecras.scheduler --tls-ca-file "$certs/ca.pem" \
     --tls-cert "$certs/scheduler.pem" --tls-key "$certs/scheduler-key.pem"

@@ -87,7 +87,8 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
             print(f"Skipped {len(batch.skipped)} plan(s) already landed from the same input files: "
                   f"{', '.join(r.plan_id for r in batch.skipped)} (--force runs them again)")
         if detach:
-            print(f"Detached: the scheduler's queue runs the batch; follow it with: dask-hecras status {results}")
+            print(f"Batch {batch.id} detached: the scheduler's queue runs it; follow it with: "
+                  f"dask-hecras status {results}")
             return 0
         started = time.monotonic()
         last = ""

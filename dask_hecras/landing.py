@@ -78,7 +78,7 @@ def land(result: PlanResult, files: list[Path], project_dir: Path) -> None:
         if result.ok and superseded(final, result):  # before copying gigabytes for nothing
             keep_later(result, final)
             return
-        incoming = project_dir / f".{result.plan_id}.incoming-{uuid.uuid4().hex[:8]}"
+        incoming = project_dir / f"{incoming_prefix(result)}{uuid.uuid4().hex[:8]}"
         incoming.mkdir(parents=True)
     except OSError as e:
         raise LandingFailed(e.errno, f"the results of {result.key} cannot be written to {project_dir}: "
@@ -123,6 +123,19 @@ def land(result: PlanResult, files: list[Path], project_dir: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    for stale in project_dir.glob(f".{final.name}.old-*"):  # left by a landing whose worker died mid-swap
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def incoming_prefix(result: PlanResult) -> str:
+    """Names the hidden folder an attempt lands through, so that what a landing cut short left
+    behind can be found and removed when that attempt lands again (see ``clear_incoming``)."""
+    return f".{result.plan_id}.incoming-{result.attempt_id or 'direct'}-"
+
+
+def clear_incoming(result: PlanResult, project_dir: Path) -> None:
+    for stale in Path(project_dir).glob(f"{incoming_prefix(result)}*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def land_record(result: PlanResult, project_dir: Path) -> None:

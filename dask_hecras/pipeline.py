@@ -181,7 +181,7 @@ def run_once(plan: Plan, result: PlanResult, project_dir: Path, *, engine: str, 
         _finish(result, reason=f"staging failed on {socket.gethostname()}: {e}", retryable=True, problem="staging")
         _land_outcome(result, project_dir)
         return result
-    result.fingerprint = staged.fingerprint
+    result.fingerprint, result.run_folder = staged.fingerprint, str(staged.run_dir)
     result.bytes_copied, result.bytes_from_cache = staged.bytes_copied, staged.bytes_from_cache
     result.staging_seconds = staged.seconds
     result.status = "running"

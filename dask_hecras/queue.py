@@ -73,7 +73,9 @@ class PlanState:
     landing_tries: int = 0
     run_dir: str = ""  # landing: where the results wait
     avoid: set = field(default_factory=set)  # worker names whose runs of it failed
-    summary: str = ""  # "", pending, done, failed: ...
+    summary: str = ""  # "", wanted, pending, done, failed: ...
+    summary_tries: int = 0
+    summary_at: float = 0.0  # wanted: not before this time
     run_seconds: float | None = None
 
     @property
@@ -111,6 +113,7 @@ class BatchState:
     dirty: bool = True
     written: float = 0.0
     writing: bool = False
+    recorded_finished: bool = False  # its ledger on disk says it finished: only then is it over for clients
 
     def done(self) -> bool:
         return all(p.final for p in self.plans) and not any(p.summary in ("pending", "wanted") for p in self.plans)
@@ -144,6 +147,7 @@ class PlanQueue(SchedulerPlugin):
         self.inflight: dict[str, Inflight] = {}  # key → task
         self.attempts: dict[str, tuple[str, int]] = {}  # attempt id → (batch, plan index), every attempt issued
         self.runs: deque[dict] = deque(maxlen=5000)  # engine runs, for the dashboard's timeline
+        self.unmatched: deque[dict] = deque(maxlen=2000)  # PCs' reports that came before their batch was resumed
         self._seq = 0
         self._kick = None
         self._ready: asyncio.Event | None = None
@@ -174,7 +178,7 @@ class PlanQueue(SchedulerPlugin):
         for b in self.batches.values():
             if b.dirty or b.finished is None:
                 try:
-                    await asyncio.wait_for(asyncio.to_thread(self._write, b, time.time()), 10)
+                    await asyncio.wait_for(self._write(b, time.time()), 10)
                 except Exception as e:
                     log.warning("could not write the ledger of %s on close: %r", b.id, e)
         for t in list(self._tasks):
@@ -258,8 +262,11 @@ class PlanQueue(SchedulerPlugin):
             self._touch(b, p)
         elif action == "recovered":
             outcome = msg.get("outcome") or {}
+            if outcome.get("attempt_id", "") not in self.attempts:
+                self.unmatched.append(msg)
             self._resolve(outcome.get("attempt_id", ""), outcome)
         elif action == "swept":
+            self.unmatched.append(msg)
             self._swept(str(msg.get("name", "")))
 
     # --- submitting ---------------------------------------------------------------------
@@ -272,7 +279,11 @@ class PlanQueue(SchedulerPlugin):
         except (OSError, ValueError) as e:
             return {"status": "error", "message": str(e)}
         b = self._add(accepted)
-        await asyncio.to_thread(self._write, b, time.time())
+        try:
+            await self._write(b, time.time())
+        except OSError as e:
+            del self.batches[b.id]
+            return {"status": "error", "message": f"the batch's ledger cannot be written in {b.root}: {e}"}
         self._remember()
         self.kick()
         return {"status": "OK", "batch": b.id,
@@ -395,7 +406,7 @@ class PlanQueue(SchedulerPlugin):
         except Exception as e:  # an error in the task itself
             if self.inflight.get(task.key) is not task:
                 return
-            outcome = {"attempt_id": task.attempt_id, "kind": RETRY if task.kind != "summarise" else "error",
+            outcome = {"attempt_id": task.attempt_id, "kind": RETRY, "status": "retry" if task.kind == "summarise" else "",
                        "reason": f"{type(e).__name__}: {e}", "worker": task.worker_name}
         finally:
             task.future.release()
@@ -533,10 +544,15 @@ class PlanQueue(SchedulerPlugin):
         if b is None:
             return
         p = b.plans[task.index]
-        if isinstance(outcome, dict) and outcome.get("kind") == "error":
-            p.summary = f"failed: {outcome.get('reason', '')}"
-        else:
+        status = outcome.get("status") if isinstance(outcome, dict) else "failed"
+        if status == "retry" and p.summary_tries < 8:  # the share, not the results: try again later
+            p.summary_tries += 1
+            p.summary = "wanted"
+            p.summary_at = time.time() + min(600.0, config.seconds("queue.landing-retry", "30s") * 2 ** (p.summary_tries - 1))
+        elif status == "done":
             p.summary = "done"
+        else:
+            p.summary = f"failed: {outcome.get('reason', '') if isinstance(outcome, dict) else outcome}"
         self._touch(b, p)
         self._check_finished(b)
 
@@ -553,7 +569,7 @@ class PlanQueue(SchedulerPlugin):
                     elif p.state == "landing":
                         p.deadline = None
                         self._land_again(b, p)
-                if p.summary == "wanted" and self.client is not None:
+                if p.summary == "wanted" and self.client is not None and now >= p.summary_at:
                     self._summarise(b, p)
         self._flush(now)
         if self.heap:
@@ -602,26 +618,27 @@ class PlanQueue(SchedulerPlugin):
 
     async def _write_async(self, b: BatchState, now: float) -> None:
         try:
-            was_finished = b.finished is not None
-            await asyncio.to_thread(self._write, b, now)
-            if was_finished:
-                self._remember()
+            await self._write(b, now)
         except OSError as e:
             log.warning("the ledger of batch %s cannot be written to %s: %s", b.id, b.root, e)
         finally:
             b.writing = False
 
-    def _write(self, b: BatchState, now: float) -> None:
+    async def _write(self, b: BatchState, now: float) -> None:
+        """Write the batch's ledger: its content made here, on the event loop, the file in a thread."""
         b.dirty = False
         data = {"batch": b.id, "updated": now, "finished": b.finished is not None and b.finished,
                 "cancelled": b.cancelled, "scheduler": self.scheduler.address if self.scheduler else "",
                 "plans": [self._ledger_entry(p) for p in b.plans]}
         try:
-            ledger.write_ledger(b.root, b.id, data)
-            b.written = now
+            await asyncio.to_thread(ledger.write_ledger, b.root, b.id, data)
         except OSError:
             b.dirty = True
             raise
+        b.written = now
+        if data["finished"] and not b.recorded_finished:
+            b.recorded_finished = True
+            self._remember()
 
     @staticmethod
     def _ledger_entry(p: PlanState) -> dict:
@@ -672,6 +689,9 @@ class PlanQueue(SchedulerPlugin):
                 if b.done():
                     b.finished = time.time()
                 b.dirty = True
+            early, self.unmatched = list(self.unmatched), deque(maxlen=2000)
+            for msg in early:  # PCs that reported before their batch was back
+                self.log_event(TOPIC, msg)
             self._remember()
             self.kick()
             pending = left
@@ -691,7 +711,7 @@ class PlanQueue(SchedulerPlugin):
             for p in plans:
                 counts[p["state"]] = counts.get(p["state"], 0) + 1
             out.append({"batch": b.id, "results_dir": str(b.root), "submitted": b.submitted, "engine": b.engine,
-                        "retries": b.retries, "timeout": b.timeout, "finished": b.finished is not None,
+                        "retries": b.retries, "timeout": b.timeout, "finished": b.recorded_finished,
                         "cancelled": b.cancelled, "counts": counts, "plans": plans})
         return {"time": now, "batches": out}
 

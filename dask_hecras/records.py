@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ class PlanResult:
     project_path: str = ""  # the .prj this plan belongs to (full path): with plan_id, the plan's identity
     fingerprint: str = ""  # of the input files that were staged (see ``identity``)
     landed: str = ""  # when its results landed whole in the results folder
+    run_folder: str = ""  # the run folder on its machine (host), while it exists
 
     @property
     def ok(self) -> bool:
@@ -91,7 +93,7 @@ class PlanResult:
                 "status": self.status, "validation": self.validation, "problem": self.problem,
                 "reason": self.reason, "seconds": self.run_seconds, "paused_seconds": self.paused_seconds,
                 "started": self.started, "finished": self.finished, "run_start": self.run_start,
-                "run_end": self.run_end, "landed": self.landed, "batch": self.batch}
+                "run_end": self.run_end, "landed": self.landed, "batch": self.batch, "run_folder": self.run_folder}
 
 
 def write_json(path: Path, data) -> None:
@@ -143,6 +145,16 @@ def _owner(folder: Path) -> str | None:
     return data.get("key") if isinstance(data, dict) else None
 
 
+def _claimed_by(folder: Path, patience: float = 10.0) -> str | None:
+    """The owner of a mark another process has just created (it writes it right after)."""
+    deadline = time.monotonic() + patience
+    while True:
+        owner = _owner(folder)
+        if owner is not None or time.monotonic() > deadline:
+            return owner
+        time.sleep(0.05)
+
+
 def _legacy_owner(root: Path, name: str) -> str | None:
     """Which project an earlier version's folder ``name`` belongs to, from its batch records
     (``.batches/<id>.json`` listed every plan's project file); ``None`` if unknown or several."""
@@ -187,8 +199,8 @@ def claim_project_folder(root: Path, prj: str | os.PathLike) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(folder / PROJECT_MARK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if _owner(folder) == key:
+        except FileExistsError:  # claimed this instant by another process: read whose, once written
+            if _claimed_by(folder) == key:
                 return folder
             continue
         with os.fdopen(fd, "w") as f:

@@ -19,17 +19,20 @@ _INDEXES = {"cell": ["mesh", "cell_id"], "face": ["face_mesh", "face_id"],
             "cross_section": ["river", "reach", "station"]}
 
 
-def _open(item) -> xr.Dataset | None:
+def _open(item) -> tuple[xr.Dataset | None, str]:
+    """A plan's summary, and the name of its project's results folder when it comes from one
+    (unique per project: two studies' River.prj land in River and River_<study>)."""
     if isinstance(item, xr.Dataset):
-        return item
+        return item, ""
     if isinstance(item, PlanResult):
         if not item.ok or item.summary is None:
-            return None  # a failed plan has no summary to stack
+            return None, ""  # a failed plan has no summary to stack
         item = item.summary
     path = Path(item)
+    label = path.parent.parent.name if (path.parent / "result.json").is_file() else ""
     if path.suffix.lower() == ".hdf":
-        return summarise(path)
-    return xr.open_dataset(path, engine="h5netcdf")
+        return summarise(path), label
+    return xr.open_dataset(path, engine="h5netcdf"), label
 
 
 def combine(items: Iterable) -> xr.Dataset:
@@ -38,13 +41,15 @@ def combine(items: Iterable) -> xr.Dataset:
     ``items`` are datasets from :func:`summarise`, :class:`PlanResult` objects (failed
     ones are left out), or paths of ``summary.nc`` / results HDF files. Cells, faces
     and cross sections are aligned by name (``mesh`` and ``cell_id`` etc.), so plans
-    with different meshes combine, with NaN where a plan has no value.
+    with different meshes combine, with NaN where a plan has no value. Plan ids that
+    several projects share are told apart as ``<project>/<plan>``.
     """
-    datasets = [d for d in (_open(i) for i in items) if d is not None]
-    if not datasets:
+    opened = [(d, label) for d, label in (_open(i) for i in items) if d is not None]
+    if not opened:
         raise ValueError("nothing to combine: no succeeded plan summaries given")
+    datasets = [d for d, _ in opened]
     ids = [d.attrs.get("plan_id") or f"plan{i}" for i, d in enumerate(datasets)]
-    projects = [Path(d.attrs.get("plan_file", "")).stem or "" for d in datasets]
+    projects = [label or Path(d.attrs.get("plan_file", "")).stem or "" for d, label in opened]
     if len(set(ids)) < len(ids):  # same plan ids from several projects
         ids = [f"{p}/{i}" for p, i in zip(projects, ids)]
     if len(set(ids)) < len(ids):
@@ -89,11 +94,8 @@ def open_results(results_dir: str | os.PathLike, *, time_series: bool = False) -
         raise FileNotFoundError(f"no plan summaries (summary.nc) under {results_dir}")
     if not time_series:
         return combine(files)
-    datasets = []
-    for f in files:
-        hdf = next(iter(sorted(f.parent.glob("*.p[0-9][0-9].hdf"))), None)
-        datasets.append(summarise(hdf) if hdf is not None else _open(f))
-    return combine(datasets)
+    hdfs = [next(iter(sorted(f.parent.glob("*.p[0-9][0-9].hdf"))), f) for f in files]
+    return combine(hdfs)
 
 
 __all__ = ["combine", "open_results", "summary_files", "MESH_SERIES"]

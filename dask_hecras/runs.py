@@ -25,6 +25,7 @@ from pathlib import Path
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import config, records
+from .landing import clear_incoming
 from .pipeline import ENGINE_MARK, LANDED_MARK, land_from, new_result, read_mark, run_once, summarise_into, where
 from .project import Plan
 from .records import PlanResult
@@ -211,10 +212,18 @@ def land_again(spec: AttemptSpec, run_dir: str) -> dict:
     return Outcome.of(result).as_dict()
 
 
-def summarise_plan(folder: str) -> str:
-    """The queue's summary task: ``summary.nc`` from a landed plan's results folder."""
-    path = summarise_into(Path(folder))
-    return str(path) if path else ""
+def summarise_plan(folder: str) -> dict:
+    """The queue's summary task: ``summary.nc`` from a landed plan's results folder.
+
+    ``{"status": "done" | "retry" | "failed", "reason": ...}``: a share that cannot be written
+    just now is worth another try later; a results file that cannot be summarised is not."""
+    try:
+        path = summarise_into(Path(folder))
+    except OSError as e:
+        return {"status": "retry", "reason": f"summary.nc cannot be written in {folder}: {e.strerror or e}"}
+    except Exception as e:
+        return {"status": "failed", "reason": f"no summary could be built from the results: {type(e).__name__}: {e}"}
+    return {"status": "done", "reason": str(path or "")}
 
 
 # --------------------------------------------------------------------------- a worker's standing
@@ -319,6 +328,7 @@ def recover(folder: Path, worker_name: str = "") -> Outcome | None:
                     result.finished = time.strftime("%Y-%m-%dT%H:%M:%S")
             if outcome is None:  # judged, not landed: land it now
                 (folder / STAGED_BY).write_text(this_process())  # ours now, should landing have to wait
+                clear_incoming(result, project_dir)  # what a landing cut short left
                 land_from(folder, plan, result, project_dir, patience=config.seconds("landing-patience", "30s"))
                 if (folder / ".failed").exists():
                     (folder / ".reported").touch()

@@ -124,3 +124,15 @@ def test_worker_panel_keeps_what_workers_report():
                                        "reason": "no HEC-RAS"}}
     p.remove_worker(worker="tcp://a:1")
     assert p.workers == {}
+
+
+def test_the_earlier_preload_name_still_installs_the_queue(tmp_path):
+    """Scripts written for earlier versions say --preload dask_hecras.dashboard."""
+    from dask_hecras.batch import _has_queue
+
+    with dask.config.set({"hecras.scratch": str(tmp_path / "scratch")}), \
+            local_cluster(1, dashboard_address="127.0.0.1:0",
+                          scheduler_kwargs={"preload": ["dask_hecras.dashboard"]}) as cluster, Client(cluster) as client:
+        assert client.run_on_scheduler(_has_queue)
+        prj = make_project(tmp_path / "project", n_plans=1)
+        assert submit(client, Project(prj).plans, results_dir=tmp_path / "results").results(timeout=60)[0].ok

@@ -219,10 +219,12 @@ def cluster(network, tmp_path):
     make_certs(c.certs, [network.ip["scheduler"]])
     try:
         c.start("scheduler", [str(BIN / "dask"), "scheduler", "--protocol", "tls", "--host", network.ip["scheduler"],
-                              "--port", "8786", "--dashboard-address", ":8787", "--preload", "dask_hecras.dashboard",
+                              "--port", "8786", "--dashboard-address", ":8787", "--preload", "dask_hecras.scheduler",
                               *c.tls("scheduler")],
                 {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "8s",
                  "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "10",
+                 # a lost PC's runs wait this long for it to report, then the results folder decides
+                 "DASK_HECRAS__QUEUE__LOST_GRACE": "10s",
                  # a silent host is given up on in seconds, not after the default 30 s per try
                  "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "5s",
                  "DASK_DISTRIBUTED__COMM__TIMEOUTS__TCP": "12s"})
@@ -287,27 +289,21 @@ def _start_batch(c: Cluster, client, prj: Path, results: Path):
     assert (a, b) == (f"tls://{c.net.ip['worker-a']}:8788", f"tls://{c.net.ip['worker-b']}:8788")
     batch = submit(client, Project(prj).plans, results_dir=results, retries=2)
     on_a = _wait(lambda: [k for k, w in running_plans(client).items() if w == a], 60, "worker-a to run a plan", c)
-    return batch, a, on_a[0].rsplit("-", 1)[1]  # run-Demo-pNN → pNN
+    return batch, a, on_a[0].rsplit("-", 1)[1]  # Demo-pNN → pNN
 
 
 def _check_results(c: Cluster, client, batch, prj: Path, results: Path) -> None:
-    """Every plan ended, whole, in its one folder: nothing lost, nothing duplicated.
-
-    A cut-off worker goes on with its runs and may land some before worker-b would run them
-    again (then worker-b does not), or after (then the later run's results are kept)."""
-    states = {f.key: f.status for f in batch.futures}
-    assert all(s == "finished" for s in states.values()), f"{states}\n{c.tails()}"
-    b = _workers(client)["worker-b"]
-    assert all(set(w) == {b} for w in client.who_has(batch.futures).values()), "the batch completed on worker-b"
+    """Every plan ended, whole, in its one folder: nothing lost, nothing duplicated, and what is
+    kept is the latest run's."""
     plans = Project(prj).plans
-    by_plan = {r.plan_id: r for r in batch.results()}
+    by_plan = {r.plan_id: r for r in batch.results(timeout=180)}
     assert sorted(by_plan) == [p.id for p in plans]
     assert all(r.ok for r in by_plan.values()), {k: (r.status, r.reason) for k, r in by_plan.items()}
 
     assert sorted(p.name for p in results.iterdir()) == [".batches", prj.stem], "no worker taken out of rotation"
     project_dir = results / prj.stem
     names = sorted(p.name for p in project_dir.iterdir())
-    assert names == [".attempts", *(p.id for p in plans)], \
+    assert names == [".attempts", ".project.json", *(p.id for p in plans)], \
         f"one folder per plan and nothing else (no .incoming-, .old-, .failed): {names}"
     for plan in plans:
         folder = project_dir / plan.id
@@ -323,11 +319,12 @@ def _check_results(c: Cluster, client, batch, prj: Path, results: Path) -> None:
         log = (folder / f"{prj.stem}.{plan.id}.engine.log").read_text()
         assert str(c.folder / saved["worker"] / "scratch") in log, (plan.id, saved["worker"], log[:300])
         on_disk = _attempts(project_dir, plan.id)
-        assert all(r["status"] == "succeeded" for r in on_disk), (plan.id, on_disk)
-        runs_on = [r["worker"] for r in on_disk]
-        assert sorted(set(runs_on)) == sorted(runs_on), f"{plan.id} ran twice on one worker: {on_disk}"
-        assert all(r in on_disk for r in saved["attempts"]), (plan.id, saved["attempts"], on_disk)
-        latest = max(on_disk, key=lambda r: r["run_start"])  # what is kept is the latest run's
+        # an attempt still "running" is one whose worker went away mid-run (its engine with it)
+        assert {r["status"] for r in on_disk} <= {"succeeded", "running"}, (plan.id, on_disk)
+        assert len({r["attempt_id"] for r in on_disk}) == len(on_disk), "one record per attempt"
+        assert all(r in on_disk for r in saved["attempts"] if r["status"] == "succeeded"), (plan.id, on_disk)
+        done = [r for r in on_disk if r["status"] == "succeeded"]
+        latest = max(done, key=lambda r: r["run_start"])  # what is kept is the latest run's
         assert (latest["worker"], latest["run_start"]) == (saved["worker"], saved["run_start"]), (plan.id, on_disk)
 
 
@@ -341,7 +338,7 @@ def _left_behind(c: Cluster) -> dict[str, list[str]]:
     return out
 
 
-def _dashboard_states(c: Cluster, batch) -> dict[str, str]:
+def _dashboard_states(c: Cluster, batch) -> dict[str, str]:  # noqa: D103
     with urllib.request.urlopen(f"{c.dashboard}/hecras/api/plans.json", timeout=10) as resp:
         return {p["plan"]: p["state"] for p in json.load(resp)["plans"] if p["batch"] == batch.id}
 
@@ -350,9 +347,10 @@ def _dashboard_states(c: Cluster, batch) -> dict[str, str]:
 
 
 def test_a_worker_cut_off_mid_run_loses_and_duplicates_nothing(cluster, tmp_path):
-    """worker-a's cable is pulled while it runs a plan. It goes on running (its engine, and the
-    plans already waiting on it) and landing results in the shared folder; the scheduler gives up
-    on it and runs its plans again on worker-b. Every plan ends once, whole, in one folder."""
+    """worker-a's cable is pulled while it runs a plan. The scheduler gives up on it; the queue
+    holds that plan back. worker-a's engine finishes and lands the results in the shared folder
+    (the share is still reachable), so when the grace ends the results folder says the plan is
+    done: it is not run again. Every plan ends once, whole, in one folder."""
     c, net = cluster, cluster.net
     prj = make_project(tmp_path / "project", n_plans=6,
                        behaviour={f"p{i:02d}": {"seconds": 3 + i % 3} for i in range(1, 7)})
@@ -362,12 +360,13 @@ def test_a_worker_cut_off_mid_run_loses_and_duplicates_nothing(cluster, tmp_path
         batch, a, cut_plan = _start_batch(c, client, prj, results)
         net.cut("worker-a")
         cut = time.monotonic()
-        batch.wait(timeout=180)
-        assert "worker-a" not in _workers(client), "the cut-off worker is still a member"
         _check_results(c, client, batch, prj, results)
-        ran = {p.id: [r["worker"] for r in _attempts(results / prj.stem, p.id)] for p in Project(prj).plans}
+        assert "worker-a" not in _workers(client), "the cut-off worker is still a member"
+        ran = {p.id: [(r["worker"], r["status"]) for r in _attempts(results / prj.stem, p.id)]
+               for p in Project(prj).plans}
         print(f"{cut_plan} cut off on worker-a; the batch ended {time.monotonic() - cut:.0f} s later; runs: {ran}")
-        assert "worker-b" in sum(ran.values(), []), "worker-b ran plans"
+        assert ran[cut_plan] == [("worker-a", "succeeded")], "the run that finished on the cut-off PC ran again"
+        assert all(w == "worker-b" for p, runs in ran.items() if p != cut_plan for w, _ in runs)
         assert _dashboard_states(c, batch) == {p.id: "succeeded" for p in Project(prj).plans}
 
         # The cable goes back in: the old worker learns it was given up on and ends; the
@@ -379,19 +378,20 @@ def test_a_worker_cut_off_mid_run_loses_and_duplicates_nothing(cluster, tmp_path
         assert c.worker_log("worker-a").count("Registered to:") == 2
         assert "the Dask worker ended" in (c.logs / "worker-a.log").read_text(), "a new worker process joined"
         assert client.scheduler_info(n_workers=-1)["workers"][a]["resources"] == {"RAS": 1}
-        assert _tree(results) == before
+        assert {k: v for k, v in _tree(results).items() if not k.startswith(".batches/")} == \
+            {k: v for k, v in before.items() if not k.startswith(".batches/")}
         assert _dashboard_states(c, batch) == {p.id: "succeeded" for p in Project(prj).plans}
-        # Nothing left on either PC's disk: worker-b's staged folders went when their runs were
-        # over, and worker-a's new worker removed what the old one had staged.
+        # Nothing left on either PC's disk.
         _wait(lambda: not any(_left_behind(c).values()), 30, f"the PCs' scratch to be cleared: {_left_behind(c)}", c)
     finally:
         client.close()
 
 
 def test_a_worker_that_sleeps_mid_run_and_wakes_later_overwrites_nothing(cluster, tmp_path):
-    """A laptop goes to sleep mid-run (its link is cut, its processes stopped) and wakes after
-    the batch finished elsewhere: its engine completes the stale run, which must not replace the
-    plan's newer, whole results (their result.json and summary.nc) in the shared folder."""
+    """A laptop goes to sleep mid-run (its link is cut, its processes stopped). The queue waits
+    for it, then, with nothing landed, runs the plan on worker-b. The laptop wakes after the
+    batch finished: its stale run either completes and is refused (a later run landed) or dies
+    with its worker; either way it must not replace the plan's newer, whole results."""
     c, net = cluster, cluster.net
     prj = make_project(tmp_path / "project", n_plans=4, behaviour={f"p{i:02d}": {"seconds": 3} for i in range(1, 5)})
     results = tmp_path / "results"
@@ -400,27 +400,26 @@ def test_a_worker_that_sleeps_mid_run_and_wakes_later_overwrites_nothing(cluster
         batch, a, cut_plan = _start_batch(c, client, prj, results)
         net.cut("worker-a")
         net.signal("worker-a", signal.SIGSTOP)
-        batch.wait(timeout=180)
         _check_results(c, client, batch, prj, results)
-        assert [r["worker"] for r in _attempts(results / prj.stem, cut_plan)] == ["worker-b"]
+        runs = [(r["worker"], r["status"]) for r in _attempts(results / prj.stem, cut_plan)]
+        assert runs == [("worker-a", "running"), ("worker-b", "succeeded")], runs
         project_dir = results / prj.stem
-        before = {k: v for k, v in _tree(results).items() if "/.attempts/" not in k}
-        attempts_before = {p.name for p in project_dir.glob(".attempts/*/*.json")}
+        before = {k: v for k, v in _tree(results).items() if "/.attempts/" not in k and not k.startswith(".batches/")}
 
-        # It wakes before its network is back: the stale run completes and tries to land.
+        # It wakes before its network is back, then the cable goes back in.
         net.signal("worker-a", signal.SIGCONT)
-        late = _wait(lambda: [json.loads(p.read_text()) for p in project_dir.glob(".attempts/*/*.json")
-                              if p.name not in attempts_before], 60, "worker-a's stale run to end", c)
+        time.sleep(5)  # long enough for the stale engine to end, one way or the other
         net.mend("worker-a")
         _wait(lambda: _workers(client).get("worker-a") == a, 90, "worker-a to join again", c)
-        after = {k: v for k, v in _tree(results).items() if "/.attempts/" not in k}
+        _wait(lambda: not any(_left_behind(c).values()), 30, f"the PCs' scratch to be cleared: {_left_behind(c)}", c)
+        after = {k: v for k, v in _tree(results).items() if "/.attempts/" not in k and not k.startswith(".batches/")}
         assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
                                  if before.get(k) != after.get(k)}
-        _wait(lambda: not any(_left_behind(c).values()), 30, f"the PCs' scratch to be cleared: {_left_behind(c)}", c)
-        # The stale run is recorded as what it was (a run of the cut plan on worker-a), its copy not kept.
-        assert [(r["worker"], "was not kept" in r["reason"]) for r in late] == [("worker-a", True)], late
+        late = [r for r in _attempts(project_dir, cut_plan) if r["worker"] == "worker-a"]
+        assert len(late) == 1, late
+        assert late[0]["status"] == "running" or "was not kept" in late[0]["reason"], late
         assert late[0]["run_start"] < read_json(project_dir / cut_plan / "result.json")["run_start"]
-        print(f"late attempt from the woken worker: {late[0]['reason']}")
+        print(f"the woken worker's stale attempt: {late[0]['status']}: {late[0]['reason']}")
     finally:
         client.close()
 
@@ -448,5 +447,5 @@ def test_a_run_that_ends_late_never_replaces_a_later_whole_result(tmp_path):
     assert _tree(later.folder) == kept, "the late run changed the later run's results"
     assert read_json(later.folder / "result.json")["run_start"] == later.run_start
     assert stale.hdf == later.hdf and stale.folder == later.folder  # it points at the results kept
-    assert sorted(p.name for p in (results / "Demo").iterdir()) == [".attempts", "p01"]
+    assert sorted(p.name for p in (results / "Demo").iterdir()) == [".attempts", ".project.json", "p01"]
     assert sorted(r["status"] for r in _attempts(results / "Demo", "p01")) == ["succeeded", "succeeded"]

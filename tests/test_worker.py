@@ -11,6 +11,7 @@ from distributed import Client
 
 from dask_hecras.batch import local_cluster
 from dask_hecras.cli import main
+from dask_hecras.dashboard import snapshot
 from dask_hecras.worker import capabilities, worker_table
 
 
@@ -55,7 +56,7 @@ def test_workers_report_to_the_scheduler_dashboard_and_status(tmp_path, capsys):
         while time.monotonic() < deadline and not all(r["cores"] and r["owner"] for r in rows):
             time.sleep(0.2)
             rows = worker_table(client)
-        panel = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.plugins["hecras"].snapshot()["workers"])
+        panel = client.run_on_scheduler(lambda dask_scheduler: snapshot(dask_scheduler)["workers"])
 
         assert len(rows) == 2
         for r in rows:
