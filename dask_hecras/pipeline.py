@@ -169,8 +169,6 @@ def run_once(plan: Plan, result: PlanResult, project_dir: Path, *, engine: str, 
     :func:`land_from` to try again.
     """
     engine_ = get_engine(engine)
-    if patience is None:
-        patience = config.seconds("landing-patience", "30s")
     try:
         staged = stage(plan, scratch)
     except ProjectError as e:
@@ -199,8 +197,11 @@ def run_once(plan: Plan, result: PlanResult, project_dir: Path, *, engine: str, 
     return land_from(staged.run_dir, plan, result, project_dir, patience=patience)
 
 
-def land_from(run_dir: Path, plan: Plan, result: PlanResult, project_dir: Path, *, patience: float) -> PlanResult:
+def land_from(run_dir: Path, plan: Plan, result: PlanResult, project_dir: Path, *,
+              patience: float | None = None) -> PlanResult:
     """Land a judged attempt from its run folder and clean up after it (see :func:`run_once`)."""
+    if patience is None:
+        patience = config.seconds("landing-patience", "30s")
     landed = land_patiently(result, result_files(plan, run_dir), project_dir, patience)
     if not landed and result.ok:  # the run is good: keep it until its results can land
         result.problem, result.retryable, result.scratch = "landing", True, run_dir
@@ -242,19 +243,35 @@ def summarise_into(folder: Path) -> Path | None:
     """Write ``summary.nc`` beside the landed results in ``folder``, from its HDF alone (so it
     can be done again, anywhere, without running the engine). Returns its path, or ``None`` if
     the folder holds no success. A summary of results that a later landing replaced meanwhile
-    is thrown away."""
+    is thrown away.
+
+    The netCDF file is written on local disk and then copied: HDF5 does not fail cleanly when
+    the disk under a file it writes fills up (the process crashes), and the results folder is
+    often a share that fills up; a plain copy fails with an ``OSError`` that can be retried.
+    """
+    import shutil
+    import tempfile
+
+    from .staging import scratch_root
+
     landed = records.load_result(folder)
     if landed is None or not landed.ok or landed.hdf is None:
         return None
     hdf = Path(folder) / landed.hdf.name
+    local_dir = scratch_root()
+    local_dir.mkdir(parents=True, exist_ok=True)
+    handle, local = tempfile.mkstemp(prefix=".summary-", suffix=".nc", dir=local_dir)
+    os.close(handle)
     tmp = Path(folder) / f".summary.nc.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        write_summary(summarise(hdf), tmp)
+        write_summary(summarise(hdf), Path(local))
+        shutil.copyfile(local, tmp)
         again = records.load_result(folder)
         if again is None or again.attempt_id != landed.attempt_id or again.run_start != landed.run_start:
             return None  # another run landed while this summary was written
         os.replace(tmp, Path(folder) / "summary.nc")
     finally:
+        Path(local).unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
     return Path(folder) / "summary.nc"
 

@@ -113,6 +113,7 @@ class BatchState:
     dirty: bool = True
     written: float = 0.0
     writing: bool = False
+    write_after: float = 0.0  # a ledger that could not be written waits a little before the next try
     recorded_finished: bool = False  # its ledger on disk says it finished: only then is it over for clients
 
     def done(self) -> bool:
@@ -264,7 +265,7 @@ class PlanQueue(SchedulerPlugin):
             outcome = msg.get("outcome") or {}
             if outcome.get("attempt_id", "") not in self.attempts:
                 self.unmatched.append(msg)
-            self._resolve(outcome.get("attempt_id", ""), outcome)
+            self._resolve(outcome.get("attempt_id", ""), outcome, reporter=msg.get("worker"))
         elif action == "swept":
             self.unmatched.append(msg)
             self._swept(str(msg.get("name", "")))
@@ -424,7 +425,9 @@ class PlanQueue(SchedulerPlugin):
 
     # --- outcomes -----------------------------------------------------------------------
 
-    def _resolve(self, attempt_id: str, outcome: dict) -> None:
+    def _resolve(self, attempt_id: str, outcome: dict, reporter: str | None = None) -> None:
+        """Act on what became of an attempt; ``reporter``: the worker that reports it, when not
+        the one that ran it (a PC's next worker, whose sweep found it)."""
         where = self.attempts.get(attempt_id)
         if where is None or where[0] not in self.batches:
             return
@@ -462,6 +465,8 @@ class PlanQueue(SchedulerPlugin):
         elif kind == REQUEUE:
             self._queue(b, p, reason or "stopped; back in the queue")
         elif kind == LANDING:
+            if reporter:  # the results wait on the reporter's PC: it tries to land them again
+                p.worker, p.worker_name = reporter, outcome.get("worker") or p.worker_name
             p.run_dir = outcome.get("run_dir", "")
             p.landing_tries += 1
             wait = min(600.0, config.seconds("queue.landing-retry", "30s") * 2 ** (p.landing_tries - 1))
@@ -607,7 +612,7 @@ class PlanQueue(SchedulerPlugin):
     def _flush(self, now: float) -> None:
         heartbeat = config.seconds("queue.heartbeat", "30s")
         for b in list(self.batches.values()):
-            if b.writing:
+            if b.writing or now < b.write_after:
                 continue
             if b.dirty or (b.finished is None and now - b.written >= heartbeat):
                 b.writing = True
@@ -621,6 +626,7 @@ class PlanQueue(SchedulerPlugin):
             await self._write(b, now)
         except OSError as e:
             log.warning("the ledger of batch %s cannot be written to %s: %s", b.id, b.root, e)
+            b.write_after = time.time() + 5.0
         finally:
             b.writing = False
 

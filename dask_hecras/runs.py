@@ -186,8 +186,7 @@ def run_attempt(spec: AttemptSpec) -> dict:
         plan = Plan.from_file(Path(spec.project), spec.plan_id)
         result.title = plan.title
         run_once(plan, result, Path(spec.project_dir), engine=spec.engine, scratch=spec.scratch,
-                 timeout=spec.timeout, cancel=stop, on_start=on_start,
-                 patience=config.seconds("landing-patience", "30s"))
+                 timeout=spec.timeout, cancel=stop, on_start=on_start)
     except Exception as e:  # the plan file vanished, a bug: the queue must hear of it all the same
         from .pipeline import _finish
 
@@ -207,8 +206,7 @@ def land_again(spec: AttemptSpec, run_dir: str) -> dict:
         return Outcome(spec.attempt_id, LOST, f"its run folder {run_dir} is gone", worker, host).as_dict()
     result, project_dir = marked
     result.problem, result.retryable = "", False
-    land_from(Path(run_dir), spec.plan(), result, project_dir,
-              patience=config.seconds("landing-patience", "30s"))
+    land_from(Path(run_dir), spec.plan(), result, project_dir)
     return Outcome.of(result).as_dict()
 
 
@@ -329,7 +327,7 @@ def recover(folder: Path, worker_name: str = "") -> Outcome | None:
             if outcome is None:  # judged, not landed: land it now
                 (folder / STAGED_BY).write_text(this_process())  # ours now, should landing have to wait
                 clear_incoming(result, project_dir)  # what a landing cut short left
-                land_from(folder, plan, result, project_dir, patience=config.seconds("landing-patience", "30s"))
+                land_from(folder, plan, result, project_dir)
                 if (folder / ".failed").exists():
                     (folder / ".reported").touch()
                 return Outcome.of(result, recovered=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import gc
 import hashlib
 import shutil
+import time
 from pathlib import Path
 
 import dask.config
@@ -16,6 +18,40 @@ REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 
 
+def try_client(address: str, **kwargs):
+    """``Client(address, **kwargs)``, or the exception it raised.
+
+    A Client that fails to connect is left in a reference cycle (its traceback holds it). When
+    the garbage collector frees it, its ``__del__`` stops its loop runner, which takes the lock
+    that ``LoopRunner.start`` holds for the whole class (distributed 2025.x): were it freed while
+    the next Client starts, that thread would wait on itself forever. It is freed here instead.
+    """
+    from distributed import Client
+
+    try:
+        return Client(address, **kwargs)
+    except Exception as e:  # noqa: BLE001 - handed back to the caller
+        error = e.with_traceback(None)
+    gc.collect()
+    return error
+
+
+def connect(address: str, *, within: float = 60.0, between=lambda: None, explain=lambda: "", **kwargs):
+    """A Client to a scheduler that may still be starting (or restarting): tries for ``within``
+    seconds, calling ``between`` after each refusal (it may fail the test early)."""
+    deadline = time.monotonic() + within
+    while True:
+        client = try_client(address, **kwargs)
+        if not isinstance(client, BaseException):
+            return client
+        if not isinstance(client, (OSError, TimeoutError)):
+            raise client
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no scheduler at {address}: {client}\n{explain()}")
+        between()
+        time.sleep(0.3)
+
+
 @pytest.fixture
 def realdata() -> Path:
     if not REALDATA.is_dir():
@@ -25,7 +61,7 @@ def realdata() -> Path:
 
 @pytest.fixture(autouse=True)
 def _clean_config(tmp_path):
-    """Each test gets its own scratch root and default settings, and leaves none behind.
+    """Each test gets its own scratch root and default settings, and leaves none behind (nor garbage Clients).
 
     Code under test may merge a settings file into the global config (``dask-hecras worker
     --config``); ``dask.config.set`` only undoes the keys it set itself, so the whole
@@ -38,6 +74,7 @@ def _clean_config(tmp_path):
     finally:
         dask.config.config.clear()
         dask.config.config.update(saved)
+        gc.collect()  # a Client a test failed to start is freed now, not inside the next one's start (see try_client)
         for defaults in dask.config.defaults:  # of modules first imported during the test
             dask.config.update(dask.config.config, copy.deepcopy(defaults), priority="old")
 

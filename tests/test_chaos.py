@@ -29,8 +29,10 @@ import pytest
 from distributed import Client
 
 from dask_hecras import Project, ledger
-from dask_hecras.batch import open_batch, running_plans, submit
+from dask_hecras.batch import open_batch, submit
 from dask_hecras.examples import make_project
+
+from .conftest import connect
 
 BIN = Path(sys.executable).parent
 
@@ -85,14 +87,7 @@ class Office:
         return self._start(name, args, {"DASK_HECRAS__SCRATCH": str(scratch)})
 
     def client(self, timeout: float = 60) -> Client:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return Client(self.address, timeout="5s")
-            except (OSError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"no scheduler at {self.address}\n{self.tails()}")
-                time.sleep(0.3)
+        return connect(self.address, within=timeout, explain=self.tails, timeout="5s")
 
     def engines(self) -> list[psutil.Process]:
         """Fake engine processes of this office still alive."""
@@ -352,6 +347,39 @@ def test_a_results_share_unwritable_for_a_while_costs_no_engine_run(office, tmp_
         if trouble == "full":
             o.stop()
             subprocess.run(["umount", "-l", str(results)], timeout=30)
+
+
+def test_a_worker_killed_while_its_results_wait_to_land_costs_no_engine_run(office, tmp_path):
+    """The share is read-only when a run ends, so its results wait in the run folder; then the
+    worker process is SIGKILLed. The PC's next worker finds the finished run and reports it, and
+    lands it once the share can be written again: the engine ran once."""
+    reason = _can_mount(tmp_path)
+    if reason:
+        pytest.skip(reason)
+    prj = make_project(tmp_path / "project", n_plans=1, behaviour={"p01": {"seconds": 1}})
+    results = tmp_path / "results"
+    results.mkdir()
+    o = office(landing_patience="1s", queue__landing_retry="1s")
+    o.scheduler()
+    o.worker("pc0")
+    with o.client() as client:
+        client.wait_for_workers(1, timeout=120)
+        batch = submit(client, Project(prj).plans, results_dir=results, retries=0)
+        plan = lambda: batch.snapshot()["plans"][0]  # noqa: E731
+        wait_for(lambda: plan()["state"] == "running", 60, "the run to start")
+        _mount("--bind", str(results), str(results))
+        try:
+            _mount("-o", "remount,bind,ro", str(results))
+            wait_for(lambda: plan()["state"] == "landing", 60, "the results to wait in the run folder")
+            (first,) = client.scheduler_info()["workers"]
+            os.kill(client.run(os.getpid, workers=[first])[first], signal.SIGKILL)
+            wait_for(lambda: plan()["state"] == "landing" and plan()["worker"] not in ("", first), 60,
+                     "the PC's next worker to report the finished run")
+        finally:
+            subprocess.run(["umount", "-l", str(results)], check=True, timeout=30)
+        figures = check_nothing_lost_or_repeated(o, batch, results, prj)
+        assert figures["engine starts"] == 1, figures
+        assert batch.results()[0].summary is not None
 
 
 def test_an_engine_dies_with_its_worker_and_its_folder_goes_only_once_it_is_dead(tmp_path):

@@ -36,6 +36,8 @@ from dask_hecras.examples import make_project
 from dask_hecras.records import read_json
 from dask_hecras.validation import validate
 
+from .conftest import connect
+
 BIN = Path(sys.executable).parent
 ROLES = ("scheduler", "worker-a", "worker-b")
 HOST_NUMBER = {"scheduler": 10, "worker-a": 11, "worker-b": 12}
@@ -242,18 +244,12 @@ def cluster(network, tmp_path):
 
 
 def _connect(c: Cluster):
-    from distributed import Client
+    def started():
+        dead = [r for r, p in c.procs.items() if p.poll() is not None]
+        assert not dead, f"{dead} exited at start\n{c.tails()}"
 
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            return Client(c.address, security=security(c.certs, "client"), timeout="10s")
-        except (OSError, TimeoutError) as e:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no scheduler at {c.address}: {e}\n{c.tails()}") from e
-            dead = [r for r, p in c.procs.items() if p.poll() is not None]
-            assert not dead, f"{dead} exited at start\n{c.tails()}"
-            time.sleep(0.5)
+    return connect(c.address, within=90, between=started, explain=c.tails,
+                   security=security(c.certs, "client"), timeout="10s")
 
 
 def _workers(client) -> dict[str, str]:
