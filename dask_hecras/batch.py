@@ -50,12 +50,15 @@ def plan_work(plan: Plan, cells: dict | None = None) -> float:
 # --------------------------------------------------------------------------- checks
 
 
-def check_inputs(plans: list[Plan]) -> None:
-    """One :class:`ProjectError` naming every missing file of every plan, per project."""
+def check_inputs(plans: list[Plan]) -> list:
+    """Every plan's input files (:meth:`Plan.inputs`); one :class:`ProjectError` naming every
+    missing file of every plan, per project."""
     problems: dict[Path, tuple[list[str], list[Path]]] = {}
+    memo: dict = {}
+    found = []
     for plan in plans:
         try:
-            plan.inputs()
+            found.append(plan.inputs(memo))
         except ProjectError as e:
             text, missing = problems.setdefault(plan.project, ([], []))
             missing.extend(e.missing)
@@ -65,6 +68,7 @@ def check_inputs(plans: list[Plan]) -> None:
         (prj, (text, missing)), *more = problems.items()
         extra = "".join(f"\n(and {p}: {'; '.join(t) or 'files missing'})" for p, (t, _) in more)
         raise ProjectError(prj, ("; ".join(text) or "files its plans need are missing:") + extra, missing)
+    return found
 
 
 def check_results_dir(root: Path, plans: list[Plan]) -> None:
@@ -132,11 +136,11 @@ def submit(
         raise ValueError("no plans to submit")
     root = results_root(results_dir)
     check_results_dir(root, plans)
-    check_inputs(plans)
+    inputs = check_inputs(plans)
     memo: dict = {}
     cells: dict = {}
-    entries = [{"project": str(p.project), "plan": p.id, "title": p.title, "fingerprint": fingerprint(p, memo=memo),
-                "work": plan_work(p, cells)} for p in plans]
+    entries = [{"project": str(p.project), "plan": p.id, "title": p.title,
+                "fingerprint": fingerprint(p, files, memo), "work": plan_work(p, cells)} for p, files in zip(plans, inputs)]
     payload = {"results_dir": str(root), "engine": engine.lower(), "retries": retries, "timeout": timeout_s,
                "force": bool(force), "scratch": str(scratch) if scratch else None, "plans": entries,
                "client": f"{os.environ.get('USERNAME') or os.environ.get('USER') or ''}@{_host()}"}

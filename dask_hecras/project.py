@@ -264,10 +264,11 @@ class Plan:
             d2_cores=int(cores) if cores and cores.strip().lstrip("-").isdigit() else None,
         )
 
-    def inputs(self) -> list[InputFile]:
+    def inputs(self, memo: dict | None = None) -> list[InputFile]:
         """Every file the plan needs to run in another folder, with its role.
 
-        Raises one :class:`ProjectError` listing every missing file.
+        Raises one :class:`ProjectError` listing every missing file. ``memo`` (a dict kept
+        across calls) reads the project's RAS Mapper file once for all its plans.
         """
         files: list[InputFile] = []
         missing: list[Path] = []
@@ -291,10 +292,17 @@ class Plan:
         if self.flow_file.is_file():
             for ref, role in _flow_references(read_text(self.flow_file, self.project)):
                 add(resolve_reference(ref, self.folder, self.project), role)
-        rasmap = _rasmap_path(self.project)
+        key = ("rasmap", self.project)
+        if memo is not None and key in memo:
+            rasmap, references = memo[key]
+        else:
+            rasmap = _rasmap_path(self.project)
+            references = list(_rasmap_references(rasmap, self.project)) if rasmap and rasmap.is_file() else []
+            if memo is not None:
+                memo[key] = rasmap, references
         if rasmap is not None and rasmap.is_file():
             add(rasmap, "rasmap")
-            for path, role in _rasmap_references(rasmap, self.project):
+            for path, role in references:
                 add(path, role)
         elif rasmap is not None:
             missing.append(rasmap)
