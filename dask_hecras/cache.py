@@ -34,8 +34,6 @@ from pathlib import Path
 from . import config
 
 SAMPLE = 1 << 20
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
 
 
 def parse_bytes(value) -> int:
@@ -88,41 +86,22 @@ class Cache:
     # --- locking ----------------------------------------------------------------------
 
     class _Lock:
-        """An exclusive lock on one fingerprint, across threads and processes."""
+        """An exclusive lock on one fingerprint, across threads and processes: an OS file lock
+        (``filelock``: ``flock`` on POSIX, ``msvcrt.locking`` on Windows), which the OS lets go
+        when its holder dies, so there is nothing stale to guess at. The lock file stays; a
+        lock file another program holds open (Windows: antivirus) only delays the next taker."""
 
-        def __init__(self, cache: "Cache", fp: str, stale_after: float = 600.0):
-            self.path = cache.root / "locks" / f"{fp}.lock"
-            with _thread_locks_guard:
-                self.thread_lock = _thread_locks.setdefault(str(self.path), threading.Lock())
-            self.stale_after = stale_after
+        def __init__(self, cache: "Cache", fp: str):
+            from filelock import FileLock
+
+            self.lock = FileLock(cache.root / "locks" / f"{fp}.lock", thread_local=False)
 
         def __enter__(self):
-            self.thread_lock.acquire()
-            while True:
-                try:
-                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                    os.write(fd, str(os.getpid()).encode())
-                    os.close(fd)
-                    return self
-                except FileExistsError:
-                    if self._stale():
-                        self.path.unlink(missing_ok=True)
-                    else:
-                        time.sleep(0.02)
-
-        def _stale(self) -> bool:
-            import psutil
-
-            try:
-                pid = int(self.path.read_text() or 0)
-                age = time.time() - self.path.stat().st_mtime
-            except (OSError, ValueError):
-                return False
-            return (pid and not psutil.pid_exists(pid)) or age > self.stale_after
+            self.lock.acquire(poll_interval=0.02)
+            return self
 
         def __exit__(self, *exc):
-            self.path.unlink(missing_ok=True)
-            self.thread_lock.release()
+            self.lock.release()
 
     # --- entries ----------------------------------------------------------------------
 
@@ -210,7 +189,8 @@ class Cache:
             target = self.root / "blobs" / digest
             try:
                 if target.exists():
-                    blob.unlink()  # same content already cached: share it
+                    if not _remove(blob):  # same content already cached: share it
+                        return
                 else:
                     os.replace(blob, target)
             except OSError:
@@ -304,8 +284,12 @@ def _remove(path: Path) -> bool:
 
 
 def link_or_copy(blob: Path, target: Path) -> bool:
-    """Hard-link ``blob`` to ``target``; copy where links are impossible. True if linked."""
+    """Hard-link ``blob`` to ``target``; copy where links are impossible. True if linked.
+
+    The blob is made read-only first: on Windows, removing a run folder clears the attribute of
+    the links it held, which is the blob's own."""
     try:
+        os.chmod(blob, stat.S_IREAD | stat.S_IRGRP | stat.S_IROTH)
         os.link(blob, target)
         return True
     except OSError:

@@ -229,7 +229,7 @@ def worker_commands(args) -> int:
             text = worker_config(args.scheduler, args.certs, scratch=args.scratch, ras_exe=args.ras_exe,
                                  port=args.port or None, owner=not args.no_owner,
                                  night=None if args.night.strip().lower() in ("", "none") else args.night,
-                                 idle_minutes=args.idle_minutes, on_return=args.on_return)
+                                 idle_minutes=args.idle_minutes, on_return=args.on_return, timeout=args.timeout)
             args.file.parent.mkdir(parents=True, exist_ok=True)
             tmp = args.file.with_name(args.file.name + ".tmp")
             tmp.write_text(text)
@@ -303,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     wc.add_argument("--night", default="19:00-07:00", help="always take plans inside this window ('none': no window)")
     wc.add_argument("--idle-minutes", type=float, default=15, help="the owner counts as away after this long")
     wc.add_argument("--on-return", default="finish", choices=["finish", "suspend", "requeue"])
+    wc.add_argument("--timeout", default="12h", help="longest a HEC-RAS run may take on this PC (default 12h)")
     demo = sub.add_parser("demo", help="make the demo project in a temporary folder and run it on a local cluster")
     demo.add_argument("--plans", type=int, default=8, help="number of plans (default 8)")
     demo.add_argument("--results", type=Path, default=None, help="results folder (default: beside the demo project)")

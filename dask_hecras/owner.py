@@ -34,18 +34,28 @@ REQUEUE: set[str] = set()
 _lock = threading.Lock()
 
 
-def windows_idle_seconds() -> float | None:  # pragma: no cover - Windows only
-    """Seconds since the last keyboard or mouse input in this session (GetLastInputInfo)."""
+def windows_idle_seconds(windll=None) -> float | None:
+    """Seconds since the last keyboard or mouse input in this session (GetLastInputInfo).
+
+    Both tick counts are 32-bit milliseconds since boot (``DWORD``): they wrap after 49.7 days
+    (and Fast Startup does not reset them), so the difference is taken modulo 2**32. Read as
+    signed ints, as ctypes does by default, the idle time went negative after 24.9 days and the
+    owner always looked active.
+    """
     import ctypes
 
     class LASTINPUTINFO(ctypes.Structure):
-        _fields_ = [("cbSize", ctypes.c_uint), ("dwTime", ctypes.c_uint)]
+        _fields_ = [("cbSize", ctypes.c_uint32), ("dwTime", ctypes.c_uint32)]  # UINT, DWORD
 
+    windll = windll or ctypes.windll
+    get_last_input, get_tick_count = windll.user32.GetLastInputInfo, windll.kernel32.GetTickCount
+    get_last_input.argtypes, get_last_input.restype = [ctypes.POINTER(LASTINPUTINFO)], ctypes.c_int  # BOOL
+    get_tick_count.argtypes, get_tick_count.restype = [], ctypes.c_uint32  # DWORD
     info = LASTINPUTINFO()
     info.cbSize = ctypes.sizeof(info)
-    if not ctypes.windll.user32.GetLastInputInfo(ctypes.byref(info)):
+    if not get_last_input(ctypes.byref(info)):
         return None
-    return (ctypes.windll.kernel32.GetTickCount() - info.dwTime) / 1000.0
+    return ((get_tick_count() - info.dwTime) & 0xFFFFFFFF) / 1000.0
 
 
 def default_idle_seconds() -> float | None:

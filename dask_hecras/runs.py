@@ -186,7 +186,8 @@ def run_attempt(spec: AttemptSpec) -> dict:
         plan = Plan.from_file(Path(spec.project), spec.plan_id)
         result.title = plan.title
         run_once(plan, result, Path(spec.project_dir), engine=spec.engine, scratch=spec.scratch,
-                 timeout=spec.timeout, cancel=stop, on_start=on_start)
+                 timeout=spec.timeout if spec.timeout is not None else config.timeout_seconds(config.get("timeout")),
+                 cancel=stop, on_start=on_start)  # no timeout in the batch: this PC's hecras.timeout
     except Exception as e:  # the plan file vanished, a bug: the queue must hear of it all the same
         from .pipeline import _finish
 

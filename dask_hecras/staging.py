@@ -9,9 +9,12 @@ hard-linked into each run folder. Files HEC-RAS writes to are always real copies
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
+import stat
+import sys
 import tempfile
 import time
 import uuid
@@ -22,7 +25,9 @@ import psutil
 
 from . import config
 from .cache import Cache, parse_bytes
-from .project import InputFile, Plan
+from .project import InputFile, Plan, ProjectError
+
+log = logging.getLogger("dask_hecras")
 
 CACHED_ROLES = ("terrain", "dss", "restart")
 STAGED_BY = ".staged-by"  # in each run folder: the process that staged it (pid and start time)
@@ -120,6 +125,23 @@ def _check_disk(root: Path, needed: int) -> None:
             f"+ hecras.disk-reserve {reserve / gib:.1f} GiB)")
 
 
+def check_path_lengths(plan: Plan, paths: list[Path]) -> None:
+    """Refuse, before anything is copied, a run folder whose paths Windows or HEC-RAS could not
+    use: past 259 characters (``MAX_PATH``) Python needs the ``LongPathsEnabled`` key, and
+    HEC-RAS cannot open such files at all. Every PC would fail the same way, so it is not
+    retryable."""
+    limit = config.get("max-path-length", 259)
+    if not limit or not paths:
+        return
+    longest = max(paths, key=lambda p: len(str(p)))
+    if len(str(longest)) > int(limit):
+        raise ProjectError(plan.project, (
+            f"staged on {socket.gethostname()}, plan {plan.id}'s files would have paths of {len(str(longest))} "
+            f"characters, more than Windows and HEC-RAS allow ({limit}): {longest}. Set hecras.scratch to a "
+            f"shorter folder (such as C:\\hecras) or shorten the project's folder and file names "
+            f"(hecras.max-path-length)"))
+
+
 def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache | None | bool = None) -> StagedPlan:
     """Put every input of ``plan`` into a new folder under the scratch root.
 
@@ -156,6 +178,8 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache 
         anchor = anchor.parent
     run_dir = root / f"{plan.key}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     project_in_run = run_dir / project_dir.relative_to(anchor) if depth else run_dir
+    check_path_lengths(plan, [Path(os.path.normpath(project_in_run / rel)) for _, rel, _ in placed] +
+                       [project_in_run / (plan.file.name + ".tmp.hdf"), project_in_run / (plan.file.name + ".computeMsgs.txt")])
     project_in_run.mkdir(parents=True)
     (run_dir / STAGED_BY).write_text(this_process())
     copied = from_cache = 0
@@ -170,6 +194,9 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache 
                 copied += fetched.size
         else:
             shutil.copy2(f.path, target)  # keeps file times: HEC-RAS compares them to decide what to recompute
+            mode = target.stat().st_mode
+            if not mode & stat.S_IWRITE:  # a read-only source (a file checked in, a CD copy): HEC-RAS writes these
+                os.chmod(target, mode | stat.S_IWRITE)
             copied += size
     if cache:
         cache.evict()
@@ -188,9 +215,44 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache 
     )
 
 
-def remove(run_dir: Path) -> None:
-    """Delete a run folder (its links to cache blobs go with it, freeing them for eviction)."""
-    shutil.rmtree(run_dir, ignore_errors=True)
+def remove(run_dir: Path) -> list[str]:
+    """Delete a run folder (its links to cache blobs go with it, freeing them for eviction).
+    Returns what could not be removed, and logs it: a file still open on Windows."""
+    left = remove_tree(run_dir)
+    if left:
+        log.warning("could not remove all of the run folder %s: %s", run_dir, "; ".join(left[:5]))
+    return left
+
+
+def remove_tree(folder: Path) -> list[str]:
+    """Delete ``folder`` and everything in it; returns what could not be removed.
+
+    Windows refuses to delete a read-only file, and the attribute belongs to the file, so every
+    hard link of a read-only cache blob has it: the attribute is cleared and the delete tried
+    again (the cache marks a blob read-only again whenever it links it).
+    """
+    left: list[str] = []
+
+    def again(func, path, exc) -> None:
+        exc = exc[1] if isinstance(exc, tuple) else exc
+        if isinstance(exc, FileNotFoundError):
+            return
+        if isinstance(exc, PermissionError) and func in (os.unlink, os.remove, os.rmdir):
+            try:
+                os.chmod(path, stat.S_IWRITE | stat.S_IREAD)
+                func(path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                exc = e
+        left.append(f"{path}: {exc}")
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(folder, onexc=again)
+    else:
+        shutil.rmtree(folder, onerror=again)
+    return left
 
 
 def this_process() -> str:

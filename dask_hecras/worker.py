@@ -215,14 +215,22 @@ def worker_command(scheduler: str | None = None, *, certs: str | os.PathLike | N
 
 def worker_config(scheduler: str, certs: str | os.PathLike | None, *, scratch: str | os.PathLike | None = None,
                   ras_exe: str | None = None, port: int | None = 8788, owner: bool = True,
-                  night: str | None = "19:00-07:00", idle_minutes: float = 15, on_return: str = "finish") -> str:
-    """The YAML settings file of one office worker (written by the Windows install script)."""
+                  night: str | None = "19:00-07:00", idle_minutes: float = 15, on_return: str = "finish",
+                  timeout: str = "12h") -> str:
+    """The YAML settings file of one office worker (written by the Windows install script).
+
+    It holds the run time limit too: the installed worker reads no other settings file, and
+    HEC-RAS is never run without one."""
+    from .config import timeout_seconds
     import yaml
 
     from .owner import OwnerPolicy
 
     OwnerPolicy(idle_minutes, 30.0, night, on_return).check()
-    hecras: dict = {"worker": {"scheduler": scheduler, "certs": str(certs) if certs else None, "port": port},
+    if not timeout_seconds(timeout):
+        raise ValueError(f"a worker needs a time limit for HEC-RAS runs, such as 12h (got {timeout!r})")
+    hecras: dict = {"timeout": str(timeout),
+                    "worker": {"scheduler": scheduler, "certs": str(certs) if certs else None, "port": port},
                     "owner": {"enabled": owner, "night": night, "idle-minutes": idle_minutes,
                               "on-return": on_return}}
     if scratch:

@@ -113,6 +113,64 @@ def test_concurrent_staging_of_one_file_copies_it_once(tmp_path):
     assert len(inodes) == 1, "every run folder links the one blob"
 
 
+def test_a_cache_lock_is_never_left_held(tmp_path):
+    """A copier that dies holding a file's lock (SIGKILL: nothing of ours runs) or fails inside it
+    (a file in use, Windows' PermissionError) leaves the lock free for the next one at once."""
+    import signal
+    import time
+
+    root = tmp_path / "cache"
+    cache = Cache(root)
+    code = ("import sys, time; from dask_hecras.cache import Cache; c = Cache(sys.argv[1]);"
+            "l = c._Lock(c, 'fp1'); l.__enter__(); print('held', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        taken = threading.Event()
+        waiter = threading.Thread(target=lambda: (cache._Lock(cache, "fp1").__enter__(), taken.set()), daemon=True)
+        waiter.start()
+        assert not taken.wait(1.0), "the lock excluded nobody"
+        os.kill(holder.pid, signal.SIGKILL)
+        assert taken.wait(10.0), "the lock of a killed holder was not let go"
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+    with pytest.raises(PermissionError):
+        with cache._Lock(cache, "fp2"):
+            raise PermissionError("[WinError 32] The process cannot access the file because it is being used")
+    t = time.monotonic()
+    with cache._Lock(cache, "fp2"):
+        assert time.monotonic() - t < 1.0
+
+
+def test_run_folders_holding_read_only_cache_links_are_removed_as_on_windows(demo, tmp_path, monkeypatch):
+    """Windows will not delete a read-only file, and a hard link shares the blob's read-only
+    attribute: the run folder still goes, whole, the blob stays and is read-only again when it is
+    next linked, and with no run folder left eviction frees it."""
+    import stat as stat_
+
+    from .fake_windows import delete_like_windows
+
+    delete_like_windows(monkeypatch)
+    project = Project(demo)
+    staged = stage(project.plan("p01"))
+    terrain = staged.prj.parent / "Terrain" / "Terrain.demo.tif"
+    assert terrain.stat().st_nlink == 2 and not terrain.stat().st_mode & stat_.S_IWRITE
+    with pytest.raises(PermissionError):
+        os.unlink(terrain)  # what a plain delete meets on Windows
+    assert remove(staged.run_dir) == [] and not staged.run_dir.exists()
+    cache = Cache(tmp_path / "scratch" / "cache")
+    blobs = [b for b in (cache.root / "blobs").iterdir() if b.stat().st_size == (demo.parent / "Terrain" /
+                                                                                 "Terrain.demo.tif").stat().st_size]
+    assert len(blobs) == 1 and blobs[0].stat().st_nlink == 1
+    again = stage(project.plan("p02"))
+    assert not (again.prj.parent / "Terrain" / "Terrain.demo.tif").stat().st_mode & stat_.S_IWRITE
+    assert remove(again.run_dir) == []
+    Cache(cache.root, cap=0).evict()
+    assert not blobs[0].exists(), "with no run folder left, eviction frees the blob"
+
+
 def test_damaged_blob_is_detected_and_copied_again(tmp_path):
     cache = Cache(tmp_path / "cache")
     src = big_file(tmp_path / "src" / "terrain.tif", 3)
@@ -187,3 +245,16 @@ def test_sweep_removes_run_folders_of_worker_processes_that_are_gone(demo, tmp_p
     assert sweep(scratch_root()) == 1
     assert live.run_dir.is_dir() and not dead.run_dir.exists() and failed.run_dir.is_dir()
     assert (scratch_root() / "not-a-run-folder").is_dir() and (scratch_root() / "cache").is_dir()
+
+
+def test_read_only_project_files_are_staged_writable(demo):
+    """HEC-RAS writes the plan, geometry HDF, flow and project files: a read-only source (a
+    project from version control or a CD) must not stay read-only in the run folder."""
+    import stat as stat_
+
+    plan_file = Project(demo).plan("p01").file
+    plan_file.chmod(0o444)
+    staged = stage(Project(demo).plan("p01"))
+    assert staged.plan_file.stat().st_mode & stat_.S_IWRITE
+    assert staged.plan_file.stat().st_mtime_ns == plan_file.stat().st_mtime_ns, "file times kept"
+    assert not plan_file.stat().st_mode & stat_.S_IWRITE, "the source is left as it was"

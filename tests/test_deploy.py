@@ -61,6 +61,7 @@ def test_worker_config_round_trip(certs, tmp_path, capsys):
                  "--ras-exe", "C:\\Program Files (x86)\\HEC\\HEC-RAS\\6.6\\Ras.exe"]) == 0
     data = yaml.safe_load(settings.read_text())["hecras"]
     assert data["scratch"] == windows_scratch and data["ras-exe"].endswith("6.6\\Ras.exe")
+    assert data["timeout"] == "12h", "an installed worker reads no other settings: its run time limit is here"
     assert data["owner"] == {"enabled": True, "night": "20:00-06:30", "idle-minutes": 15.0, "on-return": "suspend"}
     assert data["worker"] == {"scheduler": "ras-scheduler:8786", "certs": str(certs), "port": 8788}
     assert yaml.safe_load(settings.read_text())["distributed"] == {"comm": {"require-encryption": True}}
@@ -79,6 +80,8 @@ def test_worker_config_round_trip(certs, tmp_path, capsys):
 
     assert main(["worker-config", str(tmp_path / "bad.yaml"), "--scheduler", "x", "--night", "7pm"]) == 2
     assert "hecras.owner.night must look like 19:00-07:00, not '7pm'" in capsys.readouterr().err
+    assert main(["worker-config", str(tmp_path / "bad.yaml"), "--scheduler", "x", "--timeout", "0"]) == 2
+    assert "time limit" in capsys.readouterr().err
     assert not (tmp_path / "bad.yaml").exists()
     (tmp_path / "broken.yaml").write_text("hecras: [unclosed")
     with pytest.raises(WorkerSetupError, match="broken.yaml"):
@@ -175,11 +178,11 @@ def test_the_parser_catches_broken_powershell():
 def test_install_script_calls_the_cli_as_it_is():
     """install-worker.ps1 runs `worker-config` and the task runs `worker`: the options must exist."""
     text = (REPO / "cluster" / "windows" / "install-worker.ps1").read_text()
-    block = text[text.index("$config = @("):text.index("& $VenvPython @config")]
+    block = text[text.index("$config = @("):text.index("Invoke-Program $VenvPython $config")]
     options = re.findall(r'"(--[a-z-]+)"', block)
     assert {"--scheduler", "--certs", "--scratch", "--port", "--night", "--idle-minutes", "--on-return",
-            "--ras-exe"} <= set(options)
-    values = {"--port": "8788", "--idle-minutes": "15", "--on-return": "finish"}
+            "--ras-exe", "--timeout"} <= set(options)
+    values = {"--port": "8788", "--idle-minutes": "15", "--on-return": "finish", "--timeout": "12h"}
     args = build_parser().parse_args(["worker-config", "worker.yaml"] +
                                      [a for o in options for a in (o, values.get(o, "x"))])
     assert args.command == "worker-config" and args.port == 8788
@@ -189,6 +192,23 @@ def test_install_script_calls_the_cli_as_it_is():
     assert action.startswith("-m dask_hecras.cli worker --config")
     args = build_parser().parse_args(action.split()[2:4] + ["C:/Users/me/AppData/Local/dask-hecras/worker.yaml"])
     assert args.command == "worker" and args.config.name == "worker.yaml"
+
+
+def test_install_script_sets_what_windows_defaults_get_wrong(tmp_path):
+    """The Scheduled Task starts and stays on battery at normal priority; every program runs
+    through Invoke-Program (stderr is no failure, the exit code is); the Python path read back
+    from `py` survives a user name such as Jürgen."""
+    text = (REPO / "cluster" / "windows" / "install-worker.ps1").read_text(encoding="utf-8")
+    settings = text[text.index("New-ScheduledTaskSettingsSet"):text.index("$principal")]
+    for flag in ("-AllowStartIfOnBatteries", "-DontStopIfGoingOnBatteries", "-Priority 6", "-ExecutionTimeLimit"):
+        assert flag in settings
+    calls = [line.strip() for line in text.splitlines() if re.search(r"& \$", line)]
+    assert calls == ["try { & $Program @Arguments 2>&1 | ForEach-Object { \"$_\" } } finally { $ErrorActionPreference = $previous }"]
+    code = re.search(r'\$write = "(.*?)"\n', text).group(1)
+    target = tmp_path / "Jürgen" / "python-path.txt"
+    target.parent.mkdir()
+    subprocess.run([sys.executable, "-c", code, str(target)], check=True, env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+    assert target.read_bytes().decode("utf-8") == sys.executable
 
 
 def test_uninstall_script_finds_a_scratch_folder_installed_elsewhere(certs, tmp_path):

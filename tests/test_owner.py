@@ -41,6 +41,35 @@ def test_policy_from_config_checks_the_rule():
         OwnerPolicy.from_config()
 
 
+@pytest.mark.parametrize("uptime_days", [1, 24.8, 25, 49.7 + 1 / 24])
+def test_idle_time_on_windows_is_right_at_any_uptime(uptime_days, monkeypatch):
+    """GetLastInputInfo and GetTickCount are 32-bit millisecond counts: past 24.9 days they no
+    longer fit a signed int, past 49.7 days they wrap. Five minutes idle reads five minutes."""
+    import ctypes
+    import sys
+
+    from dask_hecras import owner
+
+    from .fake_windows import FakeWindll
+
+    fake = FakeWindll(uptime_ms=int(uptime_days * 86_400_000), idle_ms=300_000)
+    assert owner.windows_idle_seconds(fake) == 300.0
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(ctypes, "windll", fake, raising=False)
+    assert owner.default_idle_seconds() == 300.0  # the branch a Windows worker takes
+    assert fake.user32.GetLastInputInfo.calls == 2
+
+
+def test_idle_time_on_windows_unreadable_is_none():
+    from dask_hecras import owner
+
+    from .fake_windows import FakeWindll
+
+    fake = FakeWindll(uptime_ms=1000, idle_ms=0)
+    fake.LASTINPUTINFO_SIZE = 24  # a structure Windows would refuse: GetLastInputInfo fails
+    assert owner.windows_idle_seconds(fake) is None
+
+
 def test_our_own_engines_do_not_count_as_other_programs_cpu(tmp_path):
     """HEC-RAS running flat out must not read as the owner's programs being busy, or the
     policy would suspend or requeue its own run."""

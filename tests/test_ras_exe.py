@@ -112,3 +112,22 @@ def test_ras_engine_end_to_end_with_a_stand_in_ras_exe(tmp_path, demo, results):
     assert r.engine == "ras" and r.exit_code == 0
     log = r.log.read_text()
     assert f"{root / '6.6' / 'Ras.exe'} -c " in log and "Demo.p02" in log
+
+
+def test_ras_exe_never_runs_without_a_time_limit(tmp_path, demo):
+    """A licence or error dialog would hold the PC's slot for ever: no timeout, no run, and the
+    PC is taken out of rotation at once, as when HEC-RAS is missing."""
+    import sys
+
+    from dask_hecras import Project, run_plan
+    from dask_hecras.engines import EngineNotFound
+    from dask_hecras.engines.ras import RasExe
+
+    exe = fake_install(tmp_path / "HEC-RAS", "6.6", script=f'#!/bin/sh\nexec "{sys.executable}" -m dask_hecras.fake_ras "$@"\n')
+    plan = Project(demo).plan("p01")
+    with pytest.raises(EngineNotFound, match="no time limit"):
+        RasExe(exe).run(plan, demo, plan.file, log=tmp_path / "log.txt", timeout=None)
+    with dask.config.set({"hecras.ras-exe": str(exe), "hecras.timeout": None}):
+        refused = run_plan(plan, engine="ras", results_dir=tmp_path / "r", raise_retryable=False)
+        assert refused.problem == "engine-not-found" and "hecras.timeout" in refused.reason
+        assert run_plan(plan, engine="ras", results_dir=tmp_path / "r", timeout="1h").ok

@@ -153,3 +153,15 @@ def test_each_attempt_runs_in_a_fresh_folder_and_failed_ones_are_kept(demo, resu
     assert folders[1] != folders[0], folders
     assert all((f / ".failed").is_file() and (f / "Demo.p01.engine.log").is_file() for f in folders)
     assert all((f / "Demo.p01.engine.log").read_text().count("$ ") == 1 for f in folders), "a folder was run in twice"
+
+
+def test_a_run_folder_past_windows_path_limit_is_refused_before_anything_is_copied(demo, results, tmp_path):
+    """Paths past 259 characters: HEC-RAS cannot open them, so every PC would fail the same way.
+    The plan fails at once, not retryably, saying which path and what to change."""
+    deep = tmp_path / ("scratch-" + "x" * 60) / ("y" * 60) / ("z" * 60)
+    result = run_plan(Project(demo).plan("p01"), results_dir=results, scratch=deep, raise_retryable=False)
+    assert result.status == "failed" and not result.retryable
+    assert "more than Windows and HEC-RAS allow (259)" in result.reason and "hecras.scratch" in result.reason
+    assert not list(deep.glob("Demo-p01-*")), "nothing was staged"
+    short = run_plan(Project(demo).plan("p01"), results_dir=results, scratch=tmp_path / "s")
+    assert short.ok

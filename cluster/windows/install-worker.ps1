@@ -30,9 +30,20 @@ param(
     [double]$IdleMinutes = 15,
     [ValidateSet("finish", "suspend", "requeue")][string]$OnReturn = "finish",
     [int]$Port = 8788,                                  # worker port, nanny on Port+1
+    [string]$Timeout = "12h",                           # longest a HEC-RAS run may take on this PC
     [string]$TaskName = "dask-hecras worker"
 )
 $ErrorActionPreference = "Stop"
+
+function Invoke-Program([string]$Program, [string[]]$Arguments, [string]$Failure) {
+    # A program's stderr (pip's notices) is no error in itself, even when this script's output is
+    # redirected (which turns it into error records): its exit code says whether it failed.
+    $previous = $ErrorActionPreference
+    $ErrorActionPreference = "Continue"
+    try { & $Program @Arguments 2>&1 | ForEach-Object { "$_" } } finally { $ErrorActionPreference = $previous }
+    if ($LASTEXITCODE -ne 0) { throw $Failure }
+}
+
 $Root = Join-Path $env:LOCALAPPDATA "dask-hecras"
 $Venv = Join-Path $Root "venv"
 $CertDir = Join-Path $Root "certs"
@@ -42,18 +53,23 @@ New-Item -ItemType Directory -Force -Path $Root, $CertDir, $Scratch | Out-Null
 # 1. Python and dask-hecras, in the user's profile
 if (-not $Python) {
     $launcher = Get-Command py -ErrorAction SilentlyContinue
-    if ($launcher) { $Python = (& py -3 -c "import sys; print(sys.executable)").Trim() }
+    if ($launcher) {
+        # Through a UTF-8 file: the console's code page would garble a user name such as Jürgen.
+        $pathFile = Join-Path $Root "python-path.txt"
+        $write = "import sys, pathlib; pathlib.Path(sys.argv[1]).write_text(sys.executable, encoding='utf-8')"
+        Invoke-Program "py" @("-3", "-c", $write, $pathFile) "The py launcher could not run Python 3"
+        $Python = (Get-Content -LiteralPath $pathFile -Encoding UTF8 -Raw).Trim()
+        Remove-Item -LiteralPath $pathFile
+    }
     else { $Python = (Get-Command python -ErrorAction Stop).Source }
 }
 if (-not (Test-Path (Join-Path $Venv "Scripts\python.exe"))) {
-    & $Python -m venv $Venv
-    if ($LASTEXITCODE -ne 0) { throw "Could not make a virtual environment with $Python" }
+    Invoke-Program $Python @("-m", "venv", $Venv) "Could not make a virtual environment with $Python"
 }
 $VenvPython = Join-Path $Venv "Scripts\python.exe"
 $pip = @("-m", "pip", "install", "--upgrade", "--disable-pip-version-check")
 if ($Source) { $pip += @("--no-index", "--find-links", $Source) }
-& $VenvPython @pip $Package
-if ($LASTEXITCODE -ne 0) { throw "pip could not install $Package" }
+Invoke-Program $VenvPython ($pip + @($Package)) "pip could not install $Package"
 
 # 2. Certificates, readable by this user only
 foreach ($name in "ca.pem", "worker.pem", "worker-key.pem") {
@@ -68,12 +84,11 @@ icacls $CertDir /inheritance:r /grant:r "$($env:USERNAME):(OI)(CI)F" | Out-Null
 $NightArg = if ($Night) { $Night } else { "none" }
 $config = @("-m", "dask_hecras.cli", "worker-config", $Settings, "--scheduler", $Scheduler,
             "--certs", $CertDir, "--scratch", $Scratch, "--port", $Port, "--night", $NightArg,
-            "--idle-minutes", $IdleMinutes, "--on-return", $OnReturn)
+            "--idle-minutes", $IdleMinutes, "--on-return", $OnReturn, "--timeout", $Timeout)
 if ($RasExe) { $config += @("--ras-exe", $RasExe) }
-& $VenvPython @config
-if ($LASTEXITCODE -ne 0) { throw "dask-hecras worker-config failed" }
-& $VenvPython -m dask_hecras.cli worker --config $Settings --print
-if ($LASTEXITCODE -ne 0) { throw "The worker settings in $Settings do not start a worker" }
+Invoke-Program $VenvPython $config "dask-hecras worker-config failed"
+Invoke-Program $VenvPython @("-m", "dask_hecras.cli", "worker", "--config", $Settings, "--print") `
+    "The worker settings in $Settings do not start a worker"
 
 # 4. A Scheduled Task for this user only: at logon and at the start of the night window
 $user = "$env:USERDOMAIN\$env:USERNAME"
@@ -82,8 +97,12 @@ $action = New-ScheduledTaskAction -Execute $pythonw -Argument "-m dask_hecras.cl
     -WorkingDirectory $Root
 $triggers = @(New-ScheduledTaskTrigger -AtLogOn -User $user)
 if ($Night) { $triggers += New-ScheduledTaskTrigger -Daily -At ($Night.Split("-")[0]) }
+# On purpose, not Windows' defaults: a laptop on battery still starts and keeps its worker (the
+# defaults would never start it, and unplugging would kill it with its Ras.exe mid-run); priority 6
+# is the normal priority class (the default, 7, is below normal, which Ras.exe would inherit).
 $settingsSet = New-ScheduledTaskSettingsSet -RestartCount 999 -RestartInterval (New-TimeSpan -Minutes 1) `
-    -ExecutionTimeLimit ([TimeSpan]::Zero) -MultipleInstances IgnoreNew -StartWhenAvailable
+    -ExecutionTimeLimit ([TimeSpan]::Zero) -MultipleInstances IgnoreNew -StartWhenAvailable `
+    -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -Priority 6
 $principal = New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive -RunLevel Limited
 Register-ScheduledTask -TaskName $TaskName -Action $action -Trigger $triggers -Settings $settingsSet `
     -Principal $principal -Description "dask-hecras worker for $Scheduler (installed by install-worker.ps1)" `

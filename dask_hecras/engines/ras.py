@@ -124,6 +124,15 @@ class RasExe(Engine):
         except EngineNotFound as e:
             raise EngineNotFound(f"{socket.gethostname()}: {e}") from None
 
+    def run(self, plan: Plan, prj: Path, plan_file: Path, *, timeout: float | None = None, **kwargs):
+        """Run Ras.exe; never without a time limit: a licence or error dialog would hold the PC's
+        slot for ever, and the batch would wait on it."""
+        if not timeout:
+            raise EngineNotFound(
+                f"{socket.gethostname()} has no time limit for HEC-RAS runs: a dialog would hold its slot for ever; "
+                "set hecras.timeout on the worker (dask-hecras worker-config --timeout) or submit(..., timeout=)")
+        return super().run(plan, prj, plan_file, timeout=timeout, **kwargs)
+
     def command(self, prj: Path, plan_file: Path, plan: Plan) -> list[str]:
         # 6.x: the plan file is given on the command line; 5.x needed "Current Plan" edited instead.
         return [str(self.executable_for(plan)), "-c", str(prj), str(plan_file)]

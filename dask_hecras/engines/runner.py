@@ -77,9 +77,10 @@ def run_process(
             env=None if env is None else dict(env),
             **_new_group_kwargs(),
         )
-    job = _windows_job(proc) if sys.platform == "win32" else None
+    job = None
     tree = _Tree(proc.pid)
     try:
+        job = _windows_job(proc) if sys.platform == "win32" else None  # inside: a failure still kills the tree
         if on_start is not None:
             on_start(proc.pid)
         last = time.monotonic()

@@ -1,0 +1,65 @@
+"""Windows behaviour, made to happen on Linux: a stand-in for ``ctypes.windll`` whose functions
+behave as the real ones do at the C boundary (struct sizes checked as on 64-bit Windows, return
+values converted by the ``restype`` the caller declared, ``int`` when it declared none)."""
+
+from __future__ import annotations
+
+import ctypes
+
+
+class FakeFunction:
+    """One DLL function: ``impl`` gets the arguments as ctypes passes them and returns the C value."""
+
+    def __init__(self, impl):
+        self.impl = impl
+        self.argtypes = None
+        self.restype = ctypes.c_int  # ctypes' default for a foreign function
+        self.calls = 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        raw = self.impl(*args)
+        return self.restype(raw).value if self.restype is not None else None
+
+
+class FakeDll:
+    def __init__(self, **functions):
+        for name, impl in functions.items():
+            setattr(self, name, FakeFunction(impl))
+
+
+class FakeWindll:
+    """``user32.GetLastInputInfo`` and ``kernel32.GetTickCount`` of a PC up for ``uptime_ms``
+    whose last input came ``idle_ms`` ago (both 32-bit tick counts, as Windows keeps them)."""
+
+    LASTINPUTINFO_SIZE = 8  # UINT cbSize + DWORD dwTime
+
+    def __init__(self, uptime_ms: int, idle_ms: int):
+        self.uptime_ms, self.idle_ms = uptime_ms, idle_ms
+        self.user32 = FakeDll(GetLastInputInfo=self._last_input)
+        self.kernel32 = FakeDll(GetTickCount=lambda: self.uptime_ms & 0xFFFFFFFF)
+
+    def _last_input(self, pinfo) -> int:
+        info = pinfo._obj  # ctypes.byref(...) hands the structure over
+        if info.cbSize != self.LASTINPUTINFO_SIZE:
+            return 0  # FALSE: Windows checks cbSize
+        info.dwTime = (self.uptime_ms - self.idle_ms) & 0xFFFFFFFF
+        return 1
+
+
+def delete_like_windows(monkeypatch) -> None:
+    """``os.unlink``/``os.remove`` refuse a file whose read-only attribute is set (here: no write
+    bit for its owner), as ``DeleteFileW`` does; POSIX, and root above all, would delete it."""
+    import os
+    import stat
+
+    real_unlink = os.unlink
+
+    def unlink(path, *, dir_fd=None):
+        mode = os.stat(path, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        if stat.S_ISREG(mode) and not mode & stat.S_IWRITE:
+            raise PermissionError(13, "Access is denied", str(path))
+        return real_unlink(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(os, "remove", unlink)
