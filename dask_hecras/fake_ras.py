@@ -581,12 +581,21 @@ def compute(prj: Path, plan_file: Path, behaviour: Behaviour) -> int:
     if outcome == "hang":
         while True:  # like Ras.exe behind a modal dialog
             time.sleep(3600)
-    # Spend the requested time, reporting progress like an engine would.
-    remaining = behaviour.seconds - (time.monotonic() - started)
-    ticks = 4
-    for i in range(ticks):
-        time.sleep(max(0.0, remaining) / ticks)
-        print(f"fake-ras: progress {100 * (i + 1) // ticks}%", flush=True)
+    # Spend the requested time, reporting progress like an engine would. Progress is counted in
+    # short steps, so that time spent suspended (SIGSTOP, the owner policy's "suspend") is not
+    # progress: like HEC-RAS, a paused run ends that much later.
+    total = max(0.0, behaviour.seconds - (time.monotonic() - started))
+    done, last, reported = 0.0, time.monotonic(), 0
+    while done < total:
+        time.sleep(min(0.05, total - done))
+        now = time.monotonic()
+        done += min(now - last, 0.1)
+        last = now
+        while reported < 4 and done >= total * (reported + 1) / 4:
+            reported += 1
+            print(f"fake-ras: progress {25 * reported}%", flush=True)
+    for step in range(reported, 4):
+        print(f"fake-ras: progress {25 * (step + 1)}%", flush=True)
     if outcome == "crash":
         print("forrtl: severe (157): Program Exception - access violation", flush=True)
         return 157

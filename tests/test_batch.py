@@ -250,7 +250,7 @@ def test_a_worker_without_hecras_is_taken_out_of_rotation(client, tmp_path):
     client.run(lambda: dask.config.set({"hecras.ras-roots": [str(good_root)]}) and None, workers=[good])
     prj = project(tmp_path, 4, {})
     results = tmp_path / "results"
-    batch = submit(client, Project(prj).plans, engine="ras", results_dir=results, retries=2)
+    batch = submit(client, Project(prj).plans, engine="ras", results_dir=results, retries=2, timeout="1h")
     assert all(r.ok for r in batch.results(timeout=180)), [r.reason for r in batch.results()]
     good_name = str(client.scheduler_info()["workers"][good]["name"])
     assert {r.worker for r in batch.results()} == {good_name}

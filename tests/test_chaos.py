@@ -294,6 +294,22 @@ def _can_mount(folder: Path) -> str | None:
     return None
 
 
+def fill(path: Path) -> None:
+    """Fill the disk that holds ``path`` to the last byte (unbuffered: nothing fails on close)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for chunk in (1 << 20, 4096, 1):
+            block = b"\0" * chunk
+            try:
+                while True:
+                    os.write(fd, block)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    assert shutil.disk_usage(path.parent).free < 1 << 20, "the disk did not fill up"
+
+
 @pytest.mark.parametrize("trouble", ["read-only", "full"])
 def test_a_results_share_unwritable_for_a_while_costs_no_engine_run(office, tmp_path, trouble):
     """The results folder turns read-only (or fills up) for 10 s mid-batch. Finished runs keep
@@ -323,12 +339,7 @@ def test_a_results_share_unwritable_for_a_while_costs_no_engine_run(office, tmp_
                 _mount("--bind", str(results), str(results))
                 _mount("-o", "remount,bind,ro", str(results))
             else:
-                free = shutil.disk_usage(results).free
-                with open(filler, "wb") as f:
-                    try:
-                        f.write(b"\0" * free)
-                    except OSError:
-                        pass
+                fill(filler)
             t = time.monotonic()
             while time.monotonic() - t < 10:
                 states |= {p["state"] for p in batch.snapshot()["plans"]}

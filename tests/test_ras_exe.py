@@ -107,7 +107,7 @@ def test_ras_engine_end_to_end_with_a_stand_in_ras_exe(tmp_path, demo, results):
     root = tmp_path / "HEC-RAS"
     fake_install(root, "6.6", script=f'#!/bin/sh\nexec "{sys.executable}" -m dask_hecras.fake_ras "$@"\n')
     with dask.config.set({"hecras.ras-roots": [str(root)]}):
-        r = run_plan(Project(demo).plan("p02"), engine="ras", results_dir=results)
+        r = run_plan(Project(demo).plan("p02"), engine="ras", results_dir=results, timeout="1h")
     assert r.ok, r.reason
     assert r.engine == "ras" and r.exit_code == 0
     log = r.log.read_text()

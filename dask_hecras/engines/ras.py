@@ -127,6 +127,7 @@ class RasExe(Engine):
     def run(self, plan: Plan, prj: Path, plan_file: Path, *, timeout: float | None = None, **kwargs):
         """Run Ras.exe; never without a time limit: a licence or error dialog would hold the PC's
         slot for ever, and the batch would wait on it."""
+        self.executable_for(plan)  # a PC without HEC-RAS says so first
         if not timeout:
             raise EngineNotFound(
                 f"{socket.gethostname()} has no time limit for HEC-RAS runs: a dialog would hold its slot for ever; "
