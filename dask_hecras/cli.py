@@ -64,6 +64,12 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
     if detach and scheduler is None:
         print("error: --detach needs --scheduler: a local cluster ends with this command", file=sys.stderr)
         return 2
+    from . import config
+
+    if scheduler is None and engine.lower() == "ras" and timeout is None and config.get("timeout") is None:
+        print("error: HEC-RAS never runs without a time limit (a dialog would hold the run for ever): "
+              "give --timeout, such as --timeout 8h, or set hecras.timeout", file=sys.stderr)
+        return 2
     from distributed import Client
 
     from .batch import local_cluster, submit

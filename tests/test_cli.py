@@ -64,3 +64,9 @@ def test_status_reads_the_batch_from_disk(demo, tmp_path):
 def test_detach_needs_a_scheduler(demo, tmp_path):
     r = cli("run", str(demo), "--detach", cwd=tmp_path)
     assert r.returncode == 2 and "--scheduler" in r.stderr
+
+
+def test_real_hecras_without_a_time_limit_is_refused_before_a_cluster_starts(demo, tmp_path):
+    r = cli("run", str(demo), "--engine", "ras", "--results", str(tmp_path / "results"), cwd=tmp_path)
+    assert r.returncode == 2 and "--timeout" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "results" / ".batches").exists(), "nothing was submitted"
