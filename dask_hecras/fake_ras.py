@@ -584,7 +584,9 @@ def compute(prj: Path, plan_file: Path, behaviour: Behaviour) -> int:
     # Spend the requested time, reporting progress like an engine would. Progress is counted in
     # short steps, so that time spent suspended (SIGSTOP, the owner policy's "suspend") is not
     # progress: like HEC-RAS, a paused run ends that much later.
-    total = max(0.0, behaviour.seconds - (time.monotonic() - started))
+    # Start-up counts towards the run time up to 0.5 s: longer means the process was paused (or
+    # the machine busy), which is not progress either.
+    total = max(0.0, behaviour.seconds - min(time.monotonic() - started, 0.5))
     done, last, reported = 0.0, time.monotonic(), 0
     while done < total:
         time.sleep(min(0.05, total - done))
