@@ -98,6 +98,7 @@ def make_project(
             "UNET D2 Cores=0",
             "PS Cores=0",
             "Write Detailed= 0 ",
+            "DSS File=dss",
         ])
     _write_geometry(folder, name, nx, ny)
     for flow in flows:

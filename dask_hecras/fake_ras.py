@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -577,6 +578,12 @@ def compute(prj: Path, plan_file: Path, behaviour: Behaviour) -> int:
         return 0
     run = Run(prj, plan_file, behaviour)
     run.write_start()
+    dss = run.plan.output_dss
+    if dss is not None and dss.exists() and not dss.stat().st_mode & stat.S_IWRITE:
+        # HEC-DSS opens the plan's DSS file for writing; a read-only one (the attribute Windows
+        # shares between hard links) stops the run. Root on Linux could write it: check the bit.
+        print(f"Error opening DSS file {dss}: access denied (the file is read-only)", flush=True)
+        return 1
     print(f"fake-ras: computing {run.plan.id} ({outcome}, {behaviour.seconds:g} s)", flush=True)
     if outcome == "hang":
         while True:  # like Ras.exe behind a modal dialog
@@ -602,6 +609,10 @@ def compute(prj: Path, plan_file: Path, behaviour: Behaviour) -> int:
         print("forrtl: severe (157): Program Exception - access violation", flush=True)
         return 157
     run.finish(outcome, compute_seconds=time.monotonic() - started)
+    if dss is not None:  # the computed hydrographs, added to what the file holds (made if absent)
+        with open(dss, "ab") as fh:
+            fh.write(f"fake DSS record: /{run.name}/{run.plan.id}/STAGE-FLOW//{_interval_text(run.plan.output_interval)}"
+                     f"/{run.plan.short_id}/ {outcome}\n".encode())
     if outcome == "truncated":
         size = run.final.stat().st_size
         with open(run.final, "r+b") as fh:

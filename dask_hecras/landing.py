@@ -8,9 +8,14 @@ the record saying so arrive together. A failed attempt never replaces an earlier
 lands in ``<plan>.failed``), and a run that ends after a later run of the same plan landed
 (a laptop that slept) does not replace it.
 
-Anything that stops a landing (a full or read-only share, a share out of reach, a file held
-open) raises :class:`LandingFailed`; the run folder still holds the results, so landing is
-tried again without running the engine again.
+Windows refuses to rename a folder while a file in it is open (RAS Mapper or a notebook on the
+previous results, Explorer's preview, antivirus). Then the new results land whole *beside* it,
+in ``<plan>.landed-<id>``, and are the plan's outcome from that moment (``records.load_result``
+reads the newest); a later landing of the plan moves them into ``<plan>`` once nothing holds it.
+
+Anything else that stops a landing (a full or read-only share, a share out of reach) raises
+:class:`LandingFailed`; the run folder still holds the results, so landing is tried again
+without running the engine again.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from pathlib import Path
 
 from . import records
 from .cache import file_sha256
-from .project import Plan
+from .project import Plan, ProjectError
 from .records import SUCCEEDED, PlanResult
+from .staging import project_in
 
 
 class LandingFailed(OSError):
@@ -32,15 +38,25 @@ class LandingFailed(OSError):
 
 
 def result_files(plan: Plan, run_folder: Path) -> list[Path]:
-    """The files of a run that land: results HDF, compute messages, engine log (those present)."""
-    names = (plan.results_name, f"{plan.project_name}.{plan.id}.computeMsgs.txt",
-             f"{plan.project_name}.{plan.id}.engine.log")
-    return [run_folder / n for n in names if (run_folder / n).is_file()]
+    """The files of a run that land: results HDF, compute messages, engine log and the DSS
+    file the run wrote its hydrographs to (those present)."""
+    here = project_in(run_folder, plan)  # the run folder, or the project's copy nested in it
+    files = [p for p in (here / plan.results_name, here / f"{plan.project_name}.{plan.id}.computeMsgs.txt",
+                         Path(run_folder) / f"{plan.project_name}.{plan.id}.engine.log") if p.is_file()]
+    try:
+        dss = plan.output_dss
+    except ProjectError:  # refused at staging already; nothing of it in the run folder
+        dss = None
+    if dss is not None:
+        staged = Path(os.path.normpath(here / os.path.relpath(dss, plan.folder)))
+        if staged.is_file():
+            files.append(staged)
+    return files
 
 
 def _holds_success(folder: Path) -> bool:
-    data = records.read_json(folder / "result.json")
-    return bool(data) and data.get("status") == SUCCEEDED
+    landed = records.load_result(folder)
+    return landed is not None and landed.ok
 
 
 def landing_folder(project_dir: Path, result: PlanResult) -> Path:
@@ -52,18 +68,19 @@ def landing_folder(project_dir: Path, result: PlanResult) -> Path:
 
 
 def superseded(final: Path, result: PlanResult) -> bool:
-    """``final`` already holds a whole success of this run or a later one."""
-    data = records.read_json(final / "result.json")
-    if not data or data.get("status") != SUCCEEDED or data.get("run_start") is None or result.run_start is None:
+    """``final`` (or a folder landed beside it) already holds a success of this run or a later one."""
+    landed = records.load_result(final)
+    if landed is None or landed.status != SUCCEEDED or landed.run_start is None or result.run_start is None:
         return False
-    return float(data["run_start"]) >= result.run_start
+    return float(landed.run_start) >= result.run_start
 
 
 def keep_later(result: PlanResult, final: Path) -> None:
     """Point a late run's result at the later run's results kept in ``final``."""
     kept = records.load_result(final)
-    result.folder, result.hdf, result.log = final, kept.hdf if kept else None, kept.log if kept else None
-    result.reason += f" A later run of this plan had already landed in {final}; this run's copy was not kept."
+    where = kept.folder if kept else final
+    result.folder, result.hdf, result.log = where, kept.hdf if kept else None, kept.log if kept else None
+    result.reason += f" A later run of this plan had already landed in {where}; this run's copy was not kept."
 
 
 def land(result: PlanResult, files: list[Path], project_dir: Path) -> None:
@@ -73,7 +90,9 @@ def land(result: PlanResult, files: list[Path], project_dir: Path) -> None:
     success, when it ``landed``. Raises :class:`LandingFailed` with nothing half-landed.
     """
     project_dir = Path(project_dir)
+    settle(project_dir / result.plan_id)
     final = landing_folder(project_dir, result)
+    settle(final)
     try:
         if result.ok and superseded(final, result):  # before copying gigabytes for nothing
             keep_later(result, final)
@@ -105,7 +124,13 @@ def land(result: PlanResult, files: list[Path], project_dir: Path) -> None:
             return
         if final.exists():
             old = project_dir / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
+            try:
+                os.replace(final, old)
+            except PermissionError:  # Windows: a file in it is open; land beside it instead
+                old = None
+                _land_beside(result, incoming, final)
+                settle(final)  # what landed beside it before is older now
+                return
         try:
             os.replace(incoming, final)
         except OSError:  # another machine landed this plan in the same instant
@@ -125,6 +150,50 @@ def land(result: PlanResult, files: list[Path], project_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     for stale in project_dir.glob(f".{final.name}.old-*"):  # left by a landing whose worker died mid-swap
         shutil.rmtree(stale, ignore_errors=True)
+    settle(final)  # what landed beside it earlier is older now
+
+
+def _land_beside(result: PlanResult, incoming: Path, final: Path) -> None:
+    """Land ``incoming`` as ``<final>.landed-<id>``: whole, and the plan's outcome at once."""
+    beside = final.with_name(f"{final.name}{records.BESIDE}{uuid.uuid4().hex[:8]}")
+    result.folder = beside
+    result.hdf = beside / result.hdf.name if result.hdf else None
+    result.log = beside / result.log.name if result.log else None
+    result.reason = (result.reason + f" {final} was in use, so the results landed beside it in {beside.name}"
+                     " (moved into place by a later landing once nothing holds it).").strip()
+    records.write_json(incoming / "result.json", result.to_json())
+    os.replace(incoming, beside)
+
+
+def settle(final: Path) -> None:
+    """Move results that landed beside ``final`` into it once nothing holds it open, and remove
+    older ones. Best effort: whatever is still in use stays, and readers still find the newest."""
+    beside = records.landed_beside(final)
+    if not beside:
+        return
+    current = records.current_folder(final)
+    newest = records.load_result(final)
+    for folder in beside:
+        if folder == current:
+            continue
+        this = records.read_json(folder / "result.json")
+        if this and newest is not None and not records.newer(PlanResult.from_json(this), newest):
+            shutil.rmtree(folder, ignore_errors=True)  # superseded (what is open stays until closed)
+    if current == final:
+        return
+    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+    try:
+        if final.exists():
+            os.replace(final, old)
+        os.replace(current, final)
+    except OSError:  # still in use: stays beside for now
+        if old.exists() and not final.exists():
+            try:
+                os.replace(old, final)
+            except OSError:
+                pass
+        return
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def incoming_prefix(result: PlanResult) -> str:

@@ -257,7 +257,8 @@ def summarise_into(folder: Path) -> Path | None:
     landed = records.load_result(folder)
     if landed is None or not landed.ok or landed.hdf is None:
         return None
-    hdf = Path(folder) / landed.hdf.name
+    folder = landed.folder  # where they are: the plan's folder, or beside it when that was in use
+    hdf = landed.hdf
     local_dir = scratch_root()
     local_dir.mkdir(parents=True, exist_ok=True)
     handle, local = tempfile.mkstemp(prefix=".summary-", suffix=".nc", dir=local_dir)

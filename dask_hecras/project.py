@@ -186,8 +186,9 @@ class InputFile:
 
     @property
     def read_only(self) -> bool:
-        """HEC-RAS only reads these; the others it may write to during a run."""
-        return self.role in ("terrain", "dss", "restart", "projection")
+        """HEC-RAS only reads these; the others it may write to during a run (a DSS file too:
+        HEC-DSS opens every file for writing, and the plan's output goes into one)."""
+        return self.role in ("terrain", "restart", "projection")
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,7 @@ class Plan:
     output_interval: timedelta | None = None
     mapping_interval: timedelta | None = None
     d2_cores: int | None = None
+    dss_file: str = ""  # the plan's "DSS File=": where an unsteady run writes its hydrographs ("dss": NAME.dss)
 
     @property
     def project_name(self) -> str:
@@ -242,6 +244,17 @@ class Plan:
         """Names this plan in task keys and result folders: ``<project>-<plan>``."""
         return f"{self.project_name}-{self.id}"
 
+    @property
+    def output_dss(self) -> Path | None:
+        """The DSS file an unsteady run writes its stage and flow hydrographs to (``None`` for a
+        steady plan or none named). It lands with the results; references leaving the project
+        folder are refused as for inputs (HEC-RAS would write into the source share)."""
+        if self.steady or not self.dss_file:
+            return None
+        if self.dss_file.lower() == "dss":
+            return _find_case_insensitive(self.folder / f"{self.project_name}.dss")
+        return resolve_reference(self.dss_file, self.folder, self.project)
+
     @classmethod
     def from_file(cls, project: Path, plan_id: str) -> "Plan":
         path = _find_case_insensitive(project.parent / f"{project.stem}.{plan_id}")
@@ -262,6 +275,7 @@ class Plan:
             output_interval=parse_interval(first(pairs, "Output Interval")),
             mapping_interval=parse_interval(first(pairs, "Mapping Interval")),
             d2_cores=int(cores) if cores and cores.strip().lstrip("-").isdigit() else None,
+            dss_file=(first(pairs, "DSS File", "") or "").strip(),
         )
 
     def inputs(self, memo: dict | None = None) -> list[InputFile]:
@@ -274,6 +288,8 @@ class Plan:
         missing: list[Path] = []
 
         def add(path: Path, role: str, required: bool = True) -> None:
+            if any(f.path == path for f in files):  # e.g. the plan's output DSS also holds its boundaries
+                return
             if path.is_file():
                 files.append(InputFile(path, role))
             elif required:
@@ -292,6 +308,9 @@ class Plan:
         if self.flow_file.is_file():
             for ref, role in _flow_references(read_text(self.flow_file, self.project)):
                 add(resolve_reference(ref, self.folder, self.project), role)
+        output = self.output_dss
+        if output is not None:  # HEC-RAS adds to it (it may hold the boundary data too), or makes it
+            add(output, "dss", required=False)
         key = ("rasmap", self.project)
         if memo is not None and key in memo:
             rasmap, references = memo[key]

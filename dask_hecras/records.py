@@ -8,6 +8,8 @@ no database, no file appended to by several machines::
       <project>/<plan>/result.json               the plan's landed outcome, landed with its results
       <project>/<plan>/NAME.pNN.hdf, ...         its results
       <project>/<plan>.failed/                   a failed attempt that must not replace a good result
+      <project>/<plan>.landed-<id>/              results that landed beside a folder held open (Windows);
+                                                 the newest of these and ``<plan>`` is the plan's outcome
       <project>/.attempts/<plan>/<batch>-<n>-<host>-<id>.json   one file per attempt (start, then end)
       .batches/<batch>/...                       the batch's ledger (see ``ledger``)
       .workers/<name>.json                       workers taken out of rotation
@@ -19,6 +21,7 @@ study's ``River.prj``) gets ``<name>_<its study folder's name>``, e.g. ``River_s
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import socket
@@ -97,12 +100,22 @@ class PlanResult:
 
 
 def write_json(path: Path, data) -> None:
-    """Write whole or not at all: a temporary name, then a rename."""
+    """Write whole or not at all: a temporary name, then a rename. Windows refuses to replace a
+    file while someone reads it (a status check, the dashboard): that is tried again for a while."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         tmp.write_text(json.dumps(data, indent=1, default=str))
-        os.replace(tmp, path)
+        wait = 0.05
+        while True:
+            try:
+                os.replace(tmp, path)
+                break
+            except PermissionError:  # written, but the target is in use (Windows)
+                if wait > 3.2:
+                    raise
+                time.sleep(wait)
+                wait *= 2
     except BaseException:
         try:
             tmp.unlink()
@@ -220,13 +233,56 @@ def project_folders(root: Path) -> list[Path]:
 # --------------------------------------------------------------------------- plans and attempts
 
 
+BESIDE = ".landed-"  # <plan>.landed-<id>: results landed beside a plan folder held open
+
+
+def landed_beside(plan_dir: Path) -> list[Path]:
+    """Folders that landings put beside ``plan_dir`` because something held it open (Windows
+    refuses to rename a folder while a file in it is open); see ``landing.land``."""
+    plan_dir = Path(plan_dir)
+    return sorted(plan_dir.parent.glob(f"{glob.escape(plan_dir.name)}{BESIDE}*")) if plan_dir.parent.is_dir() else []
+
+
+def newer(a: PlanResult, b: PlanResult) -> bool:
+    """Whether outcome ``a`` replaces ``b``: a success beats a failure; among successes the
+    later run wins, among failures the later end."""
+    key = lambda r: (r.ok, (r.run_start or 0.0) if r.ok else 0.0, r.finished)  # noqa: E731
+    return key(a) > key(b)
+
+
+def _outcomes(plan_dir: Path) -> list[tuple[Path, PlanResult]]:
+    found = []
+    for folder in (Path(plan_dir), *landed_beside(plan_dir)):
+        data = read_json(folder / "result.json")
+        if data:
+            found.append((folder, PlanResult.from_json(data)))
+    return found
+
+
+def current_folder(plan_dir: Path) -> Path:
+    """The folder holding ``plan_dir``'s outcome: itself, or the newest one landed beside it."""
+    best = None
+    for folder, result in _outcomes(plan_dir):
+        if best is None or newer(result, best[1]):
+            best = (folder, result)
+    return best[0] if best else Path(plan_dir)
+
+
 def load_result(plan_dir: Path) -> PlanResult | None:
-    """The outcome landed in a plan folder (``<project>/<plan>``), if any."""
-    data = read_json(Path(plan_dir) / "result.json")
-    if not data:
+    """The outcome landed for a plan folder (``<project>/<plan>``), if any, with its paths where
+    the files are now (the folder may have landed beside the plan's, or been moved since)."""
+    best = None
+    for folder, result in _outcomes(plan_dir):
+        if best is None or newer(result, best[1]):
+            best = (folder, result)
+    if best is None:
         return None
-    result = PlanResult.from_json(data)
-    summary = Path(plan_dir) / "summary.nc"  # written after landing, from the landed results
+    folder, result = best
+    result.folder = folder
+    result.hdf = folder / result.hdf.name if result.hdf else None
+    result.log = folder / result.log.name if result.log else None
+    result.summary = folder / result.summary.name if result.summary else None
+    summary = folder / "summary.nc"  # written after landing, from the landed results
     if result.ok and result.summary is None and summary.is_file():
         result.summary = summary
     return result

@@ -8,6 +8,7 @@ from typing import Iterable
 
 import xarray as xr
 
+from . import records
 from .records import PlanResult
 from .summary import MESH_SERIES, summarise
 
@@ -71,15 +72,21 @@ def combine(items: Iterable) -> xr.Dataset:
 
 
 def summary_files(results_dir: str | os.PathLike) -> list[Path]:
-    """The ``summary.nc`` of every plan under ``results_dir`` (``<project>/<plan>/``), in order."""
+    """The ``summary.nc`` of every plan under ``results_dir`` (``<project>/<plan>/``), in order:
+    of each plan's current results (see ``records.load_result``), never of replaced ones."""
     root = Path(results_dir)
-    found = []
+    plans: dict[Path, None] = {}
     for pattern in ("*/summary.nc", "*/*/summary.nc"):
         for p in sorted(root.glob(pattern)):
-            plan_dir = p.parent
-            if plan_dir.name.startswith(".") or plan_dir.name.endswith(".failed"):
+            name = p.parent.name.split(records.BESIDE)[0]
+            if name.startswith(".") or name.endswith(".failed"):
                 continue
-            found.append(p)
+            plans[p.parent.with_name(name)] = None
+    found = []
+    for plan_dir in sorted(plans):
+        summary = records.current_folder(plan_dir) / "summary.nc"
+        if summary.is_file():
+            found.append(summary)
     return found
 
 

@@ -27,10 +27,10 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from . import config, records
 from .landing import clear_incoming
 from .pipeline import ENGINE_MARK, LANDED_MARK, land_from, new_result, read_mark, run_once, summarise_into, where
-from .project import Plan
+from .project import Plan, ProjectError
 from .records import PlanResult
 from .slots import update_slots
-from .staging import STAGED_BY, process_gone, remove, scratch_root, this_process
+from .staging import STAGED_BY, process_gone, project_in, remove, scratch_root, this_process
 
 log = logging.getLogger("dask_hecras")
 TOPIC = "hecras"
@@ -203,11 +203,12 @@ def land_again(spec: AttemptSpec, run_dir: str) -> dict:
     """Try once more to land an attempt whose results wait in ``run_dir`` on this PC."""
     host, worker = where()
     marked = read_mark(Path(run_dir))
-    if marked is None or not (Path(run_dir) / spec.plan().results_name).is_file():
+    plan = spec.plan()
+    if marked is None or not (project_in(Path(run_dir), plan) / plan.results_name).is_file():
         return Outcome(spec.attempt_id, LOST, f"its run folder {run_dir} is gone", worker, host).as_dict()
     result, project_dir = marked
     result.problem, result.retryable = "", False
-    land_from(Path(run_dir), spec.plan(), result, project_dir)
+    land_from(Path(run_dir), plan, result, project_dir)
     return Outcome.of(result).as_dict()
 
 
@@ -292,6 +293,16 @@ def _claim_folder(folder: Path) -> bool:
     return True
 
 
+def _staged_plan(folder: Path, plan: Plan) -> Plan:
+    """The plan as staged in a run folder (read from its copy there: the source may be out of
+    reach), else ``plan``."""
+    try:
+        staged = Plan.from_file(project_in(folder, plan) / plan.project.name, plan.id)
+    except (OSError, ProjectError, ValueError):
+        return plan
+    return Plan(**{**staged.__dict__, "project": plan.project})
+
+
 def recover(folder: Path, worker_name: str = "") -> Outcome | None:
     """Deal with one run folder whose worker process is gone; the outcome to report, if any.
 
@@ -312,12 +323,12 @@ def recover(folder: Path, worker_name: str = "") -> Outcome | None:
         result, project_dir = marked
         result.host, result.worker = where()[0], worker_name or where()[1]
         ended = records.read_json(folder / LANDED_MARK)
-        plan = Plan(result.plan_id, Path(result.project_path))
+        plan = _staged_plan(folder, Plan(result.plan_id, Path(result.project_path)))
         if ended:
             outcome = Outcome.of(PlanResult.from_json(ended), recovered=True)
         else:
             if result.status == "running":  # not judged yet: did the engine finish before the worker died?
-                v = validate(folder / plan.results_name, plan=plan)
+                v = validate(project_in(folder, plan) / plan.results_name, plan=plan)
                 if not v.ok:
                     outcome = Outcome(result.attempt_id, LOST, "its worker died while the engine ran "
                                       f"({v.reason or v.status})", result.worker, result.host, recovered=True)

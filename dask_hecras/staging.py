@@ -4,7 +4,8 @@ HEC-RAS must run from local disk, and the source project (often on a network sha
 is never written to. The run folder mirrors the project's layout, so relative
 references (``.\\Terrain\\x.hdf``, ``..\\common\\x.dss``) resolve the same way. Big
 read-only inputs come from the machine's cache (``cache.py``): copied once, then
-hard-linked into each run folder. Files HEC-RAS writes to are always real copies.
+hard-linked into each run folder. Files HEC-RAS writes to are always real copies, DSS
+files among them (HEC-DSS opens files for writing, and the plan's output DSS is written).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .project import InputFile, Plan, ProjectError
 
 log = logging.getLogger("dask_hecras")
 
-CACHED_ROLES = ("terrain", "dss", "restart")
+CACHED_ROLES = ("terrain", "restart")
 STAGED_BY = ".staged-by"  # in each run folder: the process that staged it (pid and start time)
 
 
@@ -161,8 +162,11 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache 
     for f in inputs:
         try:
             rel = Path(os.path.relpath(f.path, project_dir))
-        except ValueError:  # another drive: HEC-RAS reads it in place through its absolute path
-            continue
+        except ValueError:  # Windows: another drive, which no run folder can mirror
+            raise ProjectError(plan.project, (
+                f"plan {plan.id} uses {f.path}, on another drive than the project ({project_dir}): HEC-RAS "
+                "would read it (or write it) there, on the share, not in the run folder. Copy it into the "
+                "project folder (or one beside it on the same drive) and point the project at the copy")) from None
         ups = 0
         for part in rel.parts:
             if part != "..":
@@ -213,6 +217,15 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache 
         owner=this_process(),
         fingerprint=staged_fingerprint,
     )
+
+
+def project_in(run_dir: Path, plan: Plan) -> Path:
+    """The folder of the project's copy in ``run_dir`` (nested when it references ``..\\x``)."""
+    run_dir = Path(run_dir)
+    if (run_dir / plan.project.name).is_file():
+        return run_dir
+    found = sorted(run_dir.glob(f"**/{plan.project.name}"), key=lambda p: len(p.parts))
+    return found[0].parent if found else run_dir
 
 
 def remove(run_dir: Path) -> list[str]:

@@ -63,3 +63,79 @@ def delete_like_windows(monkeypatch) -> None:
 
     monkeypatch.setattr(os, "unlink", unlink)
     monkeypatch.setattr(os, "remove", unlink)
+
+
+# --------------------------------------------------------------------------- files in use
+
+IN_USE = "The process cannot access the file because it is being used by another process"
+
+
+def held_open(path) -> bool:
+    """Whether any process (this one too) has a file at or under ``path`` open, or its working
+    folder there: what makes Windows refuse to rename or delete it (no FILE_SHARE_DELETE)."""
+    import os
+
+    target = os.path.realpath(path)
+    inside = target.rstrip("/") + "/"
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            if cwd == target or cwd.startswith(inside):
+                return True
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                held = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if (held == target or held.startswith(inside)) and os.path.isfile(held):
+                return True
+    return False
+
+
+def files_in_use_like_windows(patch=None) -> None:
+    """``os.replace``/``rename``/``unlink``/``remove``/``rmdir`` refuse a file that some process
+    holds open, or a folder with such a file in it, with the ``PermissionError`` Windows raises
+    (WinError 32). ``patch(module, name, value)`` defaults to ``setattr`` (for a worker preload)."""
+    import os
+
+    patch = patch or setattr
+    real = {name: getattr(os, name) for name in ("replace", "rename", "unlink", "remove", "rmdir")}
+
+    def where(path, dir_fd):
+        return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path) if dir_fd is not None else path
+
+    def refuse(path):
+        e = PermissionError(13, IN_USE, os.fspath(path))
+        e.winerror = 32
+        return e
+
+    def moving(name):
+        def move(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+            if held_open(where(src, src_dir_fd)):
+                raise refuse(src)
+            if os.path.isfile(where(dst, dst_dir_fd)) and held_open(where(dst, dst_dir_fd)):
+                raise refuse(dst)
+            return real[name](src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        return move
+
+    def removing(name):
+        def remove(path, *, dir_fd=None):
+            if held_open(where(path, dir_fd)):
+                raise refuse(path)
+            return real[name](path, dir_fd=dir_fd)
+        return remove
+
+    for name in ("replace", "rename"):
+        patch(os, name, moving(name))
+    for name in ("unlink", "remove", "rmdir"):
+        patch(os, name, removing(name))
+
+
+def dask_setup(worker) -> None:
+    """``dask worker --preload tests.fake_windows``: this worker's files behave as on Windows."""
+    files_in_use_like_windows()
