@@ -136,12 +136,13 @@ def submit(
         raise ValueError("no plans to submit")
     root = results_root(results_dir)
     check_results_dir(root, plans)
+    sent = paths_for_cluster(client, [root, *{p.project for p in plans}])
     inputs = check_inputs(plans)
     memo: dict = {}
     cells: dict = {}
-    entries = [{"project": str(p.project), "plan": p.id, "title": p.title,
+    entries = [{"project": sent[p.project], "plan": p.id, "title": p.title,
                 "fingerprint": fingerprint(p, files, memo), "work": plan_work(p, cells)} for p, files in zip(plans, inputs)]
-    payload = {"results_dir": str(root), "engine": engine.lower(), "retries": retries, "timeout": timeout_s,
+    payload = {"results_dir": sent[root], "engine": engine.lower(), "retries": retries, "timeout": timeout_s,
                "force": bool(force), "scratch": str(scratch) if scratch else None, "plans": entries,
                "client": f"{os.environ.get('USERNAME') or os.environ.get('USER') or ''}@{_host()}"}
     client.register_plugin(RunFolders())  # workers started without our preload clear up too
@@ -152,6 +153,37 @@ def submit(
     skipped = set(reply.get("skipped", []))
     batch.skipped = [records.load_result(_plan_folder(root, p)) for i, p in enumerate(plans) if i in skipped]
     return batch
+
+
+def paths_for_cluster(client, paths: list[Path]) -> dict[Path, str]:
+    """Each path as the cluster's workers and scheduler must be given it (a mapped drive as its
+    share); one ``ValueError`` naming every path on this PC's own drives when the cluster runs
+    on other PCs (see ``shares.py``)."""
+    from .shares import UnreachablePath, for_cluster
+
+    other_pcs = cluster_on_other_pcs(client)
+    sent, refused = {}, []
+    for path in paths:
+        try:
+            sent[path] = for_cluster(path, other_pcs=other_pcs)
+        except UnreachablePath as e:
+            refused.append(str(e))
+    if refused:
+        raise ValueError("the cluster's PCs cannot reach " + ("; ".join(refused) if len(refused) > 1 else refused[0]))
+    return sent
+
+
+def cluster_on_other_pcs(client) -> bool:
+    """Whether the scheduler or any worker of ``client``'s cluster runs on another machine."""
+    import psutil
+    from distributed.comm import get_address_host, parse_address
+
+    mine = {"localhost", "127.0.0.1", "::1", _host().lower()}
+    mine |= {a.address.split("%")[0].lower() for addrs in psutil.net_if_addrs().values() for a in addrs}
+    for address in [client.scheduler.address, *client.scheduler_info().get("workers", {})]:
+        if parse_address(address)[0] != "inproc" and get_address_host(address).lower() not in mine:
+            return True
+    return False
 
 
 def _host() -> str:

@@ -202,7 +202,10 @@ class PlanQueue(SchedulerPlugin):
         while True:
             try:
                 self.client = await Client(self.scheduler.address, asynchronous=True, name="dask-hecras queue",
-                                           security=_client_security(self.scheduler.security), timeout="20s")
+                                           security=_client_security(self.scheduler.security), timeout="20s",
+                                           set_as_default=False)  # a LocalCluster's scheduler runs in the
+                # user's own process: the queue's client must not become their default client, nor
+                # set (and, closing after theirs, leave) ``scheduler: dask.distributed`` in their config
                 break
             except Exception as e:  # the scheduler not listening yet, a certificate problem
                 log.warning("the dask-hecras queue cannot connect its client to %s yet: %r",
@@ -521,11 +524,15 @@ class PlanQueue(SchedulerPlugin):
                 break
 
     def _swept(self, name: str) -> None:
-        """The PC's new worker has reported what its predecessor left: its other attempts were lost."""
+        """The PC's new worker has reported what its predecessor left: its other attempts were lost,
+        unless the results folder says otherwise (an earlier worker of the PC may have landed one,
+        and died before its report got out)."""
         for b in self.batches.values():
             for p in b.plans:
                 if p.state == "lost" and p.worker_name == name:
-                    self._lost(b, p, f"its worker {name} died before the run began or while it staged")
+                    p.deadline = None
+                    self._spawn(self._grace_over(b, p, p.attempt_id,
+                                                 f"its worker {name} died before the run began or while it staged"))
         self.kick()
 
     # --- summaries ----------------------------------------------------------------------
@@ -580,15 +587,16 @@ class PlanQueue(SchedulerPlugin):
         if self.heap:
             self.kick()
 
-    async def _grace_over(self, b: BatchState, p: PlanState, attempt_id: str) -> None:
-        """No word from the PC: the results folder decides whether the plan landed."""
+    async def _grace_over(self, b: BatchState, p: PlanState, attempt_id: str, why: str = "") -> None:
+        """No word on a lost attempt (or no more to come): the results folder decides whether the
+        plan landed. Its run is never started again when it did."""
         landed = await asyncio.to_thread(records.load_result, Path(p.project_dir) / p.plan_id)
         if p.state != "lost" or p.attempt_id != attempt_id:
             return
         if landed is not None and landed.ok and landed.batch == b.id:
             self._landed(b, p, {"reason": landed.reason})
         else:
-            self._lost(b, p, f"its worker {p.worker_name} did not come back within the grace")
+            self._lost(b, p, why or f"its worker {p.worker_name} did not come back within the grace")
         self.kick()
 
     def _land_again(self, b: BatchState, p: PlanState) -> None:

@@ -256,7 +256,10 @@ def summarise(hdf_path: str | Path, *, time_series: bool = True) -> xr.Dataset:
 def write_summary(ds: xr.Dataset, path: Path) -> Path:
     """Write ``ds`` as netCDF without the big 2D time series (they stay in the HDF).
 
-    Written through h5netcdf, so no netCDF C library is needed.
+    Written through h5netcdf, so no netCDF C library is needed. What is left is small and read
+    here, by threads, never through a notebook's default Client (whose workers may not even see
+    this local HDF).
     """
-    ds.drop_vars([v for v in MESH_SERIES if v in ds]).to_netcdf(path, engine="h5netcdf")
+    small = ds.drop_vars([v for v in MESH_SERIES if v in ds]).load(scheduler="threads")
+    small.to_netcdf(path, engine="h5netcdf")
     return path

@@ -72,9 +72,12 @@ def _clean_config(tmp_path):
         with dask.config.set({"hecras.scratch": str(tmp_path / "scratch"), "hecras.allowed-roots": []}):
             yield
     finally:
+        # A Client a test failed to start is freed now, not inside the next one's start (see
+        # try_client); and before the config is put back: closing, it restores the settings it
+        # replaced when it started (``scheduler: dask.distributed`` if another Client was open).
+        gc.collect()
         dask.config.config.clear()
         dask.config.config.update(saved)
-        gc.collect()  # a Client a test failed to start is freed now, not inside the next one's start (see try_client)
         for defaults in dask.config.defaults:  # of modules first imported during the test
             dask.config.update(dask.config.config, copy.deepcopy(defaults), priority="old")
 

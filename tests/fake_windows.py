@@ -18,6 +18,10 @@ class FakeFunction:
 
     def __call__(self, *args):
         self.calls += 1
+        if self.argtypes is None:  # ctypes passes a Python int as a C int unless told otherwise
+            for a in args:
+                if isinstance(a, int) and not -2**31 <= a < 2**31:
+                    raise ctypes.ArgumentError("argument: <class 'OverflowError'>: int too long to convert")
         raw = self.impl(*args)
         return self.restype(raw).value if self.restype is not None else None
 
@@ -44,6 +48,91 @@ class FakeWindll:
         if info.cbSize != self.LASTINPUTINFO_SIZE:
             return 0  # FALSE: Windows checks cbSize
         info.dwTime = (self.uptime_ms - self.idle_ms) & 0xFFFFFFFF
+        return 1
+
+
+class FakeDrives:
+    """``mpr.WNetGetConnectionW`` and ``kernel32.GetDriveTypeW`` of a PC whose drives are
+    ``{"C:": 3, "P:": 4, ...}`` (``DRIVE_*``) and whose user mapped ``{"P:": "\\\\fs\\projects"}``;
+    ``remembered`` drives are mapped but not connected now (ERROR_CONNECTION_UNAVAIL)."""
+
+    def __init__(self, types: dict[str, int], mapped: dict[str, str], remembered: tuple[str, ...] = ()):
+        self.types, self.mapped, self.remembered = types, mapped, remembered
+        self.mpr = FakeDll(WNetGetConnectionW=self._connection)
+        self.kernel32 = FakeDll(GetDriveTypeW=self._drive_type)
+
+    def _connection(self, local: str, buffer, plength) -> int:
+        size = plength._obj  # the DWORD ctypes.byref hands over: the buffer's size in characters
+        if local.upper() not in self.mapped:
+            return 2250  # ERROR_NOT_CONNECTED: not a redirected device
+        remote = self.mapped[local.upper()]
+        if size.value < len(remote) + 1:
+            size.value = len(remote) + 1
+            return 234  # ERROR_MORE_DATA: the size needed is in *lpnLength
+        buffer.value = remote
+        return 1201 if local.upper() in self.remembered else 0
+
+    def _drive_type(self, root: str) -> int:
+        if len(root) != 3 or not root.endswith(":\\"):
+            return 1  # DRIVE_NO_ROOT_DIR: Windows wants "X:\\"
+        return self.types.get(root[:2].upper(), 1)
+
+
+class FakeJobs:
+    """``kernel32``'s Job Object calls, acting on real processes: ``handles`` maps the process
+    handles the caller passes (``Popen._handle`` on Windows) to pids. Closing a kill-on-close job
+    kills every process in it (a member's children join its job, as on Windows). Sizes and
+    offsets are checked as 64-bit Windows lays them out."""
+
+    EXTENDED_LIMIT_SIZE = 144  # JOBOBJECT_EXTENDED_LIMIT_INFORMATION on 64-bit Windows
+    LIMIT_FLAGS_OFFSET = 16  # after two LARGE_INTEGERs
+    KILL_ON_JOB_CLOSE = 0x2000
+
+    def __init__(self, handles: dict[int, int], nesting_refused: bool = False):
+        self.handles, self.nesting_refused = handles, nesting_refused
+        self.jobs: dict[int, dict] = {}
+        self.kernel32 = FakeDll(CreateJobObjectW=self._create, SetInformationJobObject=self._set,
+                                AssignProcessToJobObject=self._assign, CloseHandle=self._close)
+
+    def _create(self, attributes, name) -> int:
+        handle = 0x7FF4_0000_0100 + 8 * len(self.jobs)  # past 2**31: a handle cut to a C int is wrong
+        self.jobs[handle] = {"flags": 0, "pids": []}
+        return handle
+
+    def _set(self, job, info_class, pinfo, size) -> int:
+        info = pinfo._obj
+        if job not in self.jobs or info_class != 9 or size != self.EXTENDED_LIMIT_SIZE or ctypes.sizeof(info) != size:
+            return 0  # FALSE: ERROR_BAD_LENGTH / ERROR_INVALID_HANDLE
+        raw = ctypes.string_at(ctypes.addressof(info) + self.LIMIT_FLAGS_OFFSET, 4)
+        self.jobs[job]["flags"] = int.from_bytes(raw, "little")
+        return 1
+
+    def _assign(self, job, process) -> int:
+        if job not in self.jobs or process not in self.handles or self.nesting_refused:
+            return 0
+        self.jobs[job]["pids"].append(self.handles[process])
+        return 1
+
+    def _close(self, handle) -> int:
+        import psutil
+
+        job = self.jobs.pop(handle, None)
+        if job is None:
+            return 0
+        if job["flags"] & self.KILL_ON_JOB_CLOSE:
+            members = []
+            for pid in job["pids"]:
+                try:
+                    root = psutil.Process(pid)
+                    members += [root, *root.children(recursive=True)]
+                except psutil.NoSuchProcess:
+                    continue
+            for p in members:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(members, timeout=10)
         return 1
 
 

@@ -14,7 +14,7 @@ from distributed import Client, LocalCluster
 
 import dask_hecras
 from dask_hecras import Project, ProjectError
-from dask_hecras.batch import drain, local_cluster, open_batch, restore, running_plans, submit
+from dask_hecras.batch import cluster_on_other_pcs, drain, local_cluster, open_batch, restore, running_plans, submit
 from dask_hecras.examples import make_project
 from dask_hecras.records import read_workers
 
@@ -313,3 +313,26 @@ def test_run_folders_go_once_their_run_is_over(client, cluster, tmp_path):
     assert kept, "the failed run's folder is kept"
     left = [p.name for p in cluster.scratch.iterdir() if p.name.startswith("Demo-p0") and not (p / ".failed").exists()]
     assert not left, left
+
+
+def test_a_notebooks_dask_is_left_as_it_was(tmp_path):
+    """With a LocalCluster the scheduler, and so the queue's own client, runs in the user's
+    process: that client must never become their default one, nor leave its settings in their
+    Dask config once their cluster closed (their next ``.compute()`` then failed: "Requested
+    dask.distributed scheduler but no Client active")."""
+    import dask.array as da
+    from distributed import default_client
+
+    assert dask.config.get("scheduler", None) is None
+    with dask.config.set({"hecras.scratch": str(tmp_path / "scratch")}), \
+            LocalCluster(n_workers=1, threads_per_worker=2, processes=True, resources={"RAS": 1},
+                         dashboard_address=":0") as c, Client(c) as client:  # submit installs the queue
+        prj = project(tmp_path, 2, {})
+        batch = submit(client, Project(prj).plans, results_dir=tmp_path / "results")
+        assert [r.status for r in batch.results(timeout=120)] == ["succeeded"] * 2
+        assert default_client() is client, "the queue's client took the user's place"
+        assert not cluster_on_other_pcs(client)  # so a path on this PC's own disk would be fine
+    assert dask.config.get("scheduler", None) is None, "a closed client's setting left behind"
+    assert da.ones(4).sum().compute() == 4
+    ds = dask_hecras.open_results(tmp_path / "results")
+    assert list(ds.plan.values) == ["p01", "p02"]

@@ -32,7 +32,7 @@ from dask_hecras import Project, ledger
 from dask_hecras.batch import open_batch, submit
 from dask_hecras.examples import make_project
 
-from .conftest import connect
+from .conftest import REPO, connect
 
 BIN = Path(sys.executable).parent
 
@@ -73,7 +73,8 @@ class Office:
                                          "--dashboard-address", f"127.0.0.1:{self.dash}",
                                          "--preload", "dask_hecras.scheduler"])
 
-    def worker(self, name: str, supervised: bool = False) -> subprocess.Popen:
+    def worker(self, name: str, supervised: bool = False, preload: tuple[str, ...] = (),
+               env: dict | None = None) -> subprocess.Popen:
         """A plain ``dask worker`` (its nanny starts it again when it dies), or, ``supervised``, the
         ``dask-hecras worker`` an office PC runs (which starts ``dask worker`` again when it ends)."""
         scratch = self.folder / name / "scratch"  # each PC its own disk
@@ -84,7 +85,9 @@ class Office:
             args = [str(BIN / "dask"), "worker", self.address, "--name", name, "--nworkers", "1", "--nthreads", "2",
                     "--resources", "RAS=1", "--preload", "dask_hecras.worker", "--no-dashboard",
                     "--local-directory", str(self.folder / name)]
-        return self._start(name, args, {"DASK_HECRAS__SCRATCH": str(scratch)})
+            for module in preload:
+                args += ["--preload", module]
+        return self._start(name, args, {"DASK_HECRAS__SCRATCH": str(scratch), **(env or {})})
 
     def client(self, timeout: float = 60) -> Client:
         return connect(self.address, within=timeout, explain=self.tails, timeout="5s")
@@ -439,3 +442,31 @@ def test_an_engine_dies_with_its_worker_and_its_folder_goes_only_once_it_is_dead
         for p in psutil.process_iter(["cmdline"]):
             if str(scratch) in " ".join(p.info["cmdline"] or []) and "fake_ras" in " ".join(p.info["cmdline"] or []):
                 p.kill()
+
+
+def test_a_run_landed_by_a_worker_that_died_before_reporting_is_not_run_again(office, tmp_path):
+    """A PC's worker dies mid-run; its engine finishes anyway; the PC's next worker lands that run
+    and dies before its report gets out; the worker after it reports only what it swept. The
+    results folder says the plan landed: it is never run again (it was, before: chaos found it)."""
+    prj = make_project(tmp_path / "project", n_plans=1, behaviour={"p01": {"seconds": 3}})
+    hold = tmp_path / "hold"
+    results = tmp_path / "results"
+    o = office()
+    o.scheduler()
+    o.worker("pc0", preload=("tests.worker_hooks",),
+             env={"HECRAS_TEST_HOLD": str(hold), "HECRAS_TEST_MUTE": "recovered", "PYTHONPATH": str(REPO)})
+    with o.client() as client:
+        client.wait_for_workers(1, timeout=120)
+        batch = submit(client, Project(prj).plans, results_dir=results, retries=2)
+        wait_for(lambda: [line for line in o.journal_lines() if line[0] == "start"], 60, "the engine to start")
+        hold.touch()  # the PC's next worker waits at its start
+        pid = client.run(os.getpid)
+        os.kill(next(iter(pid.values())), signal.SIGKILL)
+        wait_for(lambda: [line for line in o.journal_lines() if line[0] == "end"], 60,
+                 "the engine to finish without its worker")
+        hold.unlink()
+        got = batch.results(timeout=300)
+    assert [(r.plan_id, r.status) for r in got] == [("p01", "succeeded")], [r.reason for r in got]
+    starts = [line for line in o.journal_lines() if line[0] == "start"]
+    assert len(starts) == 1, f"the landed run was started again: {starts}"
+    assert ledger.status(results, batch.id).counts() == {"succeeded": 1}

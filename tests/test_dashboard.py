@@ -26,13 +26,14 @@ EXPECTED = {"p01": "succeeded", "p02": "failed", "p03": "failed", "p04": "succee
 
 @pytest.fixture
 def dashboard(tmp_path):
-    """A local cluster with the preload on, and a batch of fake plans running on it."""
+    """A local cluster with the preload on, and ``start()`` to submit a batch of fake plans to it
+    (a test watching the batch run starts it once it is watching: a browser may take longer to
+    start on a busy machine than a plan takes to run)."""
     prj = make_project(tmp_path / "project", n_plans=4, behaviour=BEHAVIOUR)
     with dask.config.set({"hecras.scratch": str(tmp_path / "scratch")}), \
             local_cluster(2, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         base = client.dashboard_link.rsplit("/", 1)[0]
-        batch = submit(client, Project(prj).plans, results_dir=tmp_path / "results", retries=1)
-        yield base, batch
+        yield base, lambda: submit(client, Project(prj).plans, results_dir=tmp_path / "results", retries=1)
 
 
 def plans_json(base: str) -> dict:
@@ -42,7 +43,8 @@ def plans_json(base: str) -> dict:
 
 
 def test_json_view_follows_the_batch(dashboard):
-    base, batch = dashboard
+    base, start = dashboard
+    batch = start()
     seen: dict[str, set] = {}
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -72,7 +74,7 @@ def test_json_view_follows_the_batch(dashboard):
 def test_page_in_a_real_browser(dashboard):
     from playwright.sync_api import sync_playwright
 
-    base, batch = dashboard
+    base, start = dashboard
     shots = REPO / "test-artifacts"
     shots.mkdir(exist_ok=True)
     seen: dict[str, set] = {}
@@ -82,7 +84,9 @@ def test_page_in_a_real_browser(dashboard):
             "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{base}/hecras")
-        page.wait_for_selector(".slick-row", timeout=60_000)  # Bokeh's DataTable, inside shadow DOM
+        # Bokeh's DataTable, inside shadow DOM: the worker panel's rows show first
+        page.locator(".slick-row", has_text="in rotation").first.wait_for(timeout=60_000)
+        start()
         deadline = time.monotonic() + 120
         rows: dict[str, str] = {}
         while time.monotonic() < deadline:

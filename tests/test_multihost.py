@@ -307,7 +307,9 @@ def _check_results(c: Cluster, client, batch, prj: Path, results: Path) -> None:
         assert saved and saved["status"] == "succeeded" and saved["batch"] == batch.id, (plan.id, saved)
         assert sorted(p.name for p in folder.iterdir()) == sorted(
             [plan.results_name, f"{prj.stem}.{plan.id}.computeMsgs.txt", f"{prj.stem}.{plan.id}.engine.log",
-             "result.json", "summary.nc"]), (plan.id, sorted(p.name for p in folder.iterdir()))
+             f"{prj.stem}.dss", "result.json", "summary.nc"]), (plan.id, sorted(p.name for p in folder.iterdir()))
+        dss = (folder / f"{prj.stem}.dss").read_text().splitlines()
+        assert len([line for line in dss if line.startswith("fake DSS record")]) == 1, "one run's hydrographs"
         assert Path(saved["folder"]) == folder and Path(saved["hdf"]) == folder / plan.results_name
         assert validate(folder / plan.results_name, plan=plan).ok
         # The files and result.json tell of one and the same run: the engine log names the run
@@ -342,6 +344,26 @@ def _dashboard_states(c: Cluster, batch) -> dict[str, str]:  # noqa: D103
 # --------------------------------------------------------------------------- the tests
 
 
+def _a_windows_client_sends_shares(client) -> None:
+    """This cluster runs on other hosts than the client: a Windows client's mapped drive goes
+    out as its share, and a path on its own disk is refused before anything is submitted."""
+    import ctypes
+    from pathlib import PureWindowsPath
+
+    from dask_hecras.batch import cluster_on_other_pcs, paths_for_cluster
+
+    from .fake_windows import FakeDrives
+
+    assert cluster_on_other_pcs(client)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "platform", "win32")
+        mp.setattr(ctypes, "windll", FakeDrives({"C:": 3, "P:": 4}, {"P:": "\\\\fs\\projects"}), raising=False)
+        river, own = PureWindowsPath("P:/studies/River.prj"), PureWindowsPath("C:/studies/River.prj")
+        assert paths_for_cluster(client, [river]) == {river: "\\\\fs\\projects\\studies\\River.prj"}
+        with pytest.raises(ValueError, match=r"cannot reach C:\\studies\\River.prj: C: is a local disk"):
+            paths_for_cluster(client, [river, own])
+
+
 def test_a_worker_cut_off_mid_run_loses_and_duplicates_nothing(cluster, tmp_path):
     """worker-a's cable is pulled while it runs a plan. The scheduler gives up on it; the queue
     holds that plan back. worker-a's engine finishes and lands the results in the shared folder
@@ -353,6 +375,7 @@ def test_a_worker_cut_off_mid_run_loses_and_duplicates_nothing(cluster, tmp_path
     results = tmp_path / "results"
     client = _connect(c)
     try:
+        _a_windows_client_sends_shares(client)
         batch, a, cut_plan = _start_batch(c, client, prj, results)
         net.cut("worker-a")
         cut = time.monotonic()
@@ -393,6 +416,7 @@ def test_a_worker_that_sleeps_mid_run_and_wakes_later_overwrites_nothing(cluster
     results = tmp_path / "results"
     client = _connect(c)
     try:
+        _a_windows_client_sends_shares(client)
         batch, a, cut_plan = _start_batch(c, client, prj, results)
         net.cut("worker-a")
         net.signal("worker-a", signal.SIGSTOP)

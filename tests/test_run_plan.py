@@ -166,3 +166,20 @@ def test_a_run_folder_past_windows_path_limit_is_refused_before_anything_is_copi
     assert not list(deep.glob("Demo-p01-*")), "nothing was staged"
     short = run_plan(Project(demo).plan("p01"), results_dir=results, scratch=tmp_path / "s")
     assert short.ok
+
+
+def test_a_project_referencing_files_above_its_folder_runs_and_lands(demo, results, tmp_path):
+    """``..\\common\\x`` references nest the project inside the run folder: the engine's results
+    are found (and land) there, not at the run folder's root."""
+    import dask.config
+
+    common = tmp_path / "common"
+    common.mkdir()
+    (common / "Projection.prj").write_text("PROJCS[]")
+    rasmap = demo.parent / "Demo.rasmap"
+    rasmap.write_text(rasmap.read_text().replace(".\\Terrain\\Projection.prj", "..\\common\\Projection.prj"))
+    with dask.config.set({"hecras.allowed-roots": [str(common)]}):
+        r = run_plan(Project(demo).plan("p03"), results_dir=results)
+    assert r.ok, r.reason
+    assert (r.folder / "Demo.p03.hdf").is_file() and (r.folder / "Demo.p03.computeMsgs.txt").is_file()
+    assert validate(r.hdf, plan=Project(demo).plan("p03")).ok and r.summary.is_file()

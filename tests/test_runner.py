@@ -106,3 +106,55 @@ def test_a_suspended_run_does_not_use_up_its_timeout(tmp_path):
     r = run_process([sys.executable, "-c", "import time; time.sleep(30)"], cwd=tmp_path, log=tmp_path / "long.log",
                     timeout=1.0)
     assert r.timed_out and r.seconds < 5 and r.paused_seconds == 0
+
+
+def _tree_started(tmp_path):
+    import subprocess
+
+    proc = subprocess.Popen(_script(tmp_path, "time.sleep(600)"), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("started helper")
+    return proc, int((tmp_path / "child.pid").read_text())
+
+
+def test_a_windows_job_kills_ras_and_its_helpers_when_closed(tmp_path):
+    """The Job Object branch, against kernel32's calls as 64-bit Windows lays them out: the job is
+    set to kill on close (flag at its real offset, 144-byte structure), the process goes in,
+    and closing the handle, as the runner does or the worker's death does, ends the tree."""
+    from dask_hecras.engines.runner import _windows_job
+
+    from .fake_windows import FakeJobs
+
+    proc, helper = _tree_started(tmp_path)
+    try:
+        fake = FakeJobs({0x2C4: proc.pid})
+        proc._handle = 0x2C4  # Popen's process handle, on Windows
+        job = _windows_job(proc, fake.kernel32)
+        assert job is not None and fake.jobs[job.handle]["flags"] == FakeJobs.KILL_ON_JOB_CLOSE
+        assert fake.jobs[job.handle]["pids"] == [proc.pid]
+        job.close()
+        proc.wait(timeout=10)
+        assert _gone(helper) and not fake.jobs
+        job.close()  # twice is harmless
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_job_windows_refuses_is_closed_and_the_run_goes_on(tmp_path):
+    """Already in a job that forbids nesting (some remote-desktop and CI hosts): no job, no
+    handle left open, the engine keeps running (psutil kills the tree at the end)."""
+    from dask_hecras.engines.runner import _windows_job
+
+    from .fake_windows import FakeJobs
+
+    proc, helper = _tree_started(tmp_path)
+    try:
+        fake = FakeJobs({0x2C4: proc.pid}, nesting_refused=True)
+        proc._handle = 0x2C4
+        assert _windows_job(proc, fake.kernel32) is None
+        assert not fake.jobs, "the refused job's handle was closed"
+        assert proc.poll() is None and not _gone(helper)
+    finally:
+        psutil.Process(helper).kill()
+        proc.kill()
+        proc.wait()

@@ -83,7 +83,7 @@ def test_results_held_open_never_cost_the_new_run(demo, results, monkeypatch):
     plan = Project(demo).plan("p01")
     first = run_plan(plan, results_dir=results)
     folder = results / "Demo" / "p01"
-    assert first.ok and first.folder == folder
+    assert first.ok and first.folder == folder and first.summary is not None, first.reason
     reader = Reader(first.hdf, first.summary)
     try:
         second = run_plan(plan, results_dir=results)
@@ -269,3 +269,57 @@ def test_an_input_on_another_drive_is_refused_before_anything_is_copied(demo, tm
     assert str(common / "Out.dss") in str(e.value) and str(demo) in str(e.value)
     scratch = tmp_path / "scratch"
     assert not scratch.exists() or not [p for p in scratch.iterdir() if p.name != "cache"], "nothing staged"
+
+
+# --- drive letters: what the client types, and what the cluster's other PCs can open ---
+
+
+def _drives():
+    from .fake_windows import FakeDrives
+
+    long_share = "\\\\fileserver.corp.example\\" + "hydraulics-" * 30  # past the first 260-character buffer
+    return FakeDrives({"C:": 3, "D:": 2, "P:": 4, "Q:": 4, "R:": 4, "S:": 4}, {"P:": "\\\\fs\\projects",
+                      "Q:": long_share, "R:": "\\\\fs\\archive\\"}, remembered=("R:",)), long_share
+
+
+def test_a_mapped_drive_is_sent_as_its_share():
+    from dask_hecras.shares import for_cluster
+
+    fake, long_share = _drives()
+    assert for_cluster("P:\\studies\\River\\River.prj", other_pcs=True, windll=fake) == \
+        "\\\\fs\\projects\\studies\\River\\River.prj"
+    assert for_cluster("p:/studies/results", other_pcs=False, windll=fake) == "\\\\fs\\projects\\studies\\results"
+    assert for_cluster("Q:\\River.prj", other_pcs=True, windll=fake) == long_share + "\\River.prj"
+    assert fake.mpr.WNetGetConnectionW.calls == 4, "asked again with the size Windows said it needs"
+    # remembered but not connected at this moment (the laptop's VPN not up yet): still its share
+    assert for_cluster("R:\\old\\River.prj", other_pcs=True, windll=fake) == "\\\\fs\\archive\\old\\River.prj"
+    for same in ("\\\\fs\\projects\\River.prj", "/mnt/projects/River.prj", "relative\\River.prj"):
+        assert for_cluster(same, other_pcs=True, windll=fake) == same
+
+
+def test_a_path_on_this_pcs_own_drives_is_refused_for_other_pcs_only():
+    from dask_hecras.shares import UnreachablePath, for_cluster
+
+    fake, _ = _drives()
+    assert for_cluster("C:\\studies\\River.prj", other_pcs=False, windll=fake) == "C:\\studies\\River.prj"
+    with pytest.raises(UnreachablePath, match=r"C:\\studies\\River.prj: C: is a local disk of this PC") as e:
+        for_cluster("C:\\studies\\River.prj", other_pcs=True, windll=fake)
+    assert "\\\\server\\share" in str(e.value)
+    with pytest.raises(UnreachablePath, match="D: is a removable drive"):
+        for_cluster("D:\\River.prj", other_pcs=True, windll=fake)
+    # a network drive whose share this session cannot read (mapped by an administrator's login)
+    with pytest.raises(UnreachablePath, match="S: is a network drive.*error 2250"):
+        for_cluster("S:\\River.prj", other_pcs=True, windll=fake)
+
+
+def test_the_branch_a_windows_client_takes(monkeypatch):
+    """No ``windll`` given: on Windows the real ``ctypes.windll`` is asked; elsewhere nothing."""
+    import ctypes
+
+    from dask_hecras.shares import for_cluster
+
+    fake, _ = _drives()
+    assert for_cluster("P:\\x.prj", other_pcs=True) == "P:\\x.prj", "not Windows: left alone"
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(ctypes, "windll", fake, raising=False)
+    assert for_cluster("P:\\x.prj", other_pcs=True) == "\\\\fs\\projects\\x.prj"

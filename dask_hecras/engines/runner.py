@@ -259,22 +259,28 @@ class _WindowsJob:
     """A Job Object with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE: closing the handle (or the
     worker dying) kills every process in it, Ras.exe's helpers included."""
 
-    def __init__(self, handle):
-        self.handle = handle
+    def __init__(self, handle, kernel32):
+        self.handle, self.kernel32 = handle, kernel32
 
     def close(self) -> None:
         if self.handle:
-            import ctypes
-
-            ctypes.windll.kernel32.CloseHandle(self.handle)
+            self.kernel32.CloseHandle(self.handle)
             self.handle = None
 
 
-def _windows_job(proc: subprocess.Popen):  # pragma: no cover - exercised on Windows only
-    import ctypes
-    from ctypes import wintypes
+def _windows_job(proc: subprocess.Popen, kernel32=None) -> _WindowsJob | None:
+    """Put ``proc`` (and so every process it starts) in a kill-on-close Job Object; ``None``
+    if Windows refuses (a job that forbids nesting): psutil still kills the tree then.
 
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    Fields are declared with their Windows sizes (``DWORD`` is 32-bit there, ``c_ulong`` is not
+    everywhere), so ``sizeof`` is the 144 bytes 64-bit Windows checks; every function gets its
+    argument and return types, so 64-bit handles are never cut to a C ``int``.
+    """
+    import ctypes
+
+    if kernel32 is None:
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    DWORD, HANDLE, BOOL = ctypes.c_uint32, ctypes.c_void_p, ctypes.c_int
 
     class IO_COUNTERS(ctypes.Structure):
         _fields_ = [(n, ctypes.c_ulonglong) for n in (
@@ -285,13 +291,13 @@ def _windows_job(proc: subprocess.Popen):  # pragma: no cover - exercised on Win
         _fields_ = [
             ("PerProcessUserTimeLimit", ctypes.c_int64),
             ("PerJobUserTimeLimit", ctypes.c_int64),
-            ("LimitFlags", wintypes.DWORD),
+            ("LimitFlags", DWORD),
             ("MinimumWorkingSetSize", ctypes.c_size_t),
             ("MaximumWorkingSetSize", ctypes.c_size_t),
-            ("ActiveProcessLimit", wintypes.DWORD),
+            ("ActiveProcessLimit", DWORD),
             ("Affinity", ctypes.c_size_t),
-            ("PriorityClass", wintypes.DWORD),
-            ("SchedulingClass", wintypes.DWORD),
+            ("PriorityClass", DWORD),
+            ("SchedulingClass", DWORD),
         ]
 
     class EXTENDED_LIMIT(ctypes.Structure):
@@ -306,16 +312,19 @@ def _windows_job(proc: subprocess.Popen):  # pragma: no cover - exercised on Win
 
     JobObjectExtendedLimitInformation = 9
     JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x2000
-    kernel32.CreateJobObjectW.restype = wintypes.HANDLE
+    kernel32.CreateJobObjectW.argtypes, kernel32.CreateJobObjectW.restype = [ctypes.c_void_p, ctypes.c_wchar_p], HANDLE
+    kernel32.SetInformationJobObject.argtypes = [HANDLE, ctypes.c_int, ctypes.c_void_p, DWORD]
+    kernel32.SetInformationJobObject.restype = BOOL
+    kernel32.AssignProcessToJobObject.argtypes, kernel32.AssignProcessToJobObject.restype = [HANDLE, HANDLE], BOOL
+    kernel32.CloseHandle.argtypes, kernel32.CloseHandle.restype = [HANDLE], BOOL
     job = kernel32.CreateJobObjectW(None, None)
     if not job:
         return None
     info = EXTENDED_LIMIT()
     info.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
-    ok = kernel32.SetInformationJobObject(
-        job, JobObjectExtendedLimitInformation, ctypes.byref(info), ctypes.sizeof(info)
-    )
-    if ok and kernel32.AssignProcessToJobObject(job, wintypes.HANDLE(proc._handle)):
-        return _WindowsJob(job)
+    ok = kernel32.SetInformationJobObject(job, JobObjectExtendedLimitInformation, ctypes.byref(info),
+                                          ctypes.sizeof(info))
+    if ok and kernel32.AssignProcessToJobObject(job, int(proc._handle)):
+        return _WindowsJob(job, kernel32)
     kernel32.CloseHandle(job)  # e.g. already in a job that forbids nesting: psutil still kills the tree
     return None
