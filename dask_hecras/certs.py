@@ -28,10 +28,33 @@ def _write_key(key, path: Path) -> None:
 
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
-    try:
+    keep_private(path)
+
+
+def keep_private(path: Path) -> None:
+    """Make a key readable by this user alone. POSIX: mode 600. Windows, where ``chmod`` only
+    sets the read-only attribute and a file inherits its folder's ACL (often every local user
+    may read it): ``icacls`` drops the inherited entries and grants this user alone full control.
+    A failure is a warning naming the file, not an error: the certificates are still made."""
+    import sys
+
+    if sys.platform != "win32":
         os.chmod(path, 0o600)
-    except OSError:  # pragma: no cover - Windows ACLs
-        pass
+        return
+    import subprocess
+    import warnings
+
+    user, domain = os.environ.get("USERNAME", ""), os.environ.get("USERDOMAIN", "")
+    who = f"{domain}\\{user}" if domain else user
+    try:
+        r = subprocess.run(["icacls", str(path), "/inheritance:r", "/grant:r", f"{who}:F"], capture_output=True,
+                           text=True, errors="replace", timeout=60)
+        problem = "" if r.returncode == 0 else (r.stdout + r.stderr).strip() or f"exit code {r.returncode}"
+    except (OSError, subprocess.SubprocessError) as e:
+        problem = str(e)
+    if problem:
+        warnings.warn(f"{path} could not be made readable by {who or 'this user'} alone ({problem}): keep its "
+                      "folder private", stacklevel=3)
 
 
 def _write_cert(cert, path: Path) -> None:

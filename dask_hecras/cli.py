@@ -317,7 +317,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def output_without_console() -> Path | None:
+    """Under ``pythonw`` (the Scheduled Task's worker) there is no stdout or stderr: this
+    process's own messages, its errors and tracebacks would vanish. They go to
+    ``%LOCALAPPDATA%\\dask-hecras\\dask-hecras.log`` instead (rotated at 5 MB); returns its path."""
+    import os
+
+    if sys.stdout is not None and sys.stderr is not None:
+        return None
+    base = os.environ.get("LOCALAPPDATA") or os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    path = Path(base) / "dask-hecras" / "dask-hecras.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and path.stat().st_size > 5 * 2**20:
+            os.replace(path, path.with_name(path.name + ".1"))
+        stream = open(path, "a", encoding="utf-8", errors="replace", buffering=1)
+    except OSError:
+        return None  # nowhere to write: as before
+    sys.stdout = sys.stdout or stream
+    sys.stderr = sys.stderr or stream
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} dask-hecras {' '.join(sys.argv[1:])} (pid {os.getpid()})", flush=True)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
+    output_without_console()
     args = build_parser().parse_args(argv)
 
     from .pipeline import results_root

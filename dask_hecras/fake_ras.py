@@ -46,6 +46,13 @@ BASE = "Results/Unsteady/Output/Output Blocks/Base Output"
 STEADY_BASE = "Results/Steady/Output/Output Blocks/Base Output/Steady Profiles"
 
 
+def text_encoding() -> str:
+    """The code page HEC-RAS writes its text in, on this machine (see ``project.text_encoding``)."""
+    from .project import text_encoding as machine_code_page
+
+    return machine_code_page()
+
+
 # --------------------------------------------------------------------------- behaviour
 
 
@@ -102,7 +109,7 @@ class Mesh:
 
 
 def _b(text: str) -> np.bytes_:
-    return np.bytes_(text.encode("cp1252", errors="replace"))
+    return np.bytes_(text.encode(text_encoding(), errors="replace"))
 
 
 def _stamp(t: datetime, upper: bool = True, ms: bool = False) -> str:
@@ -216,12 +223,12 @@ class Run:
         geometry_hdf = Path(str(self.plan.geometry_file) + ".hdf")
         self.geometry_hdf = geometry_hdf
         self.meshes = [big_mesh(behaviour.cells)] if behaviour.cells else read_meshes(geometry_hdf)
-        geometry_text = self.plan.geometry_file.read_text(encoding="cp1252", errors="replace")
+        geometry_text = self.plan.geometry_file.read_text(encoding=text_encoding(), errors="replace")
         self.cross_sections = read_cross_sections(geometry_text)
         big = bool(behaviour.cells)  # the geometry's reference lines lie in meshes the big one replaces
         self.reflines = [] if big else read_reference(geometry_hdf, "Reference Lines")
         self.refpoints = [] if big else read_reference(geometry_hdf, "Reference Points")
-        self.flow_text = self.plan.flow_file.read_text(encoding="cp1252", errors="replace")
+        self.flow_text = self.plan.flow_file.read_text(encoding=text_encoding(), errors="replace")
         seed = zlib.crc32(f"{self.name}|{self.plan.id}|{self.plan.title}|{self.plan.flow}".encode())
         self.rng = np.random.default_rng(seed)
         self.peak = float(self.rng.uniform(1.0, 6.0))  # peak depth scale
@@ -486,7 +493,7 @@ class Run:
                 worst = self.write_unsteady_results(f, until)["worst"]
             text = self.messages(outcome, compute_seconds, total, volume_error, worst, unstable_at)
             summary = f.require_group("Results/Summary")
-            summary.create_dataset("Compute Messages (text)", data=np.array([text.encode("cp1252")]))
+            summary.create_dataset("Compute Messages (text)", data=np.array([text.encode(text_encoding(), errors="replace")]))
             summary.create_dataset("Compute Processes", data=self._compute_processes(compute_seconds))
             window = f"{_stamp(self.started_wall)} to {_stamp(datetime.now())}"
             if self.plan.steady:
@@ -518,7 +525,7 @@ class Run:
                     va.attrs["Error"] = np.float32(volume_error * start_volume / 100)
                     va.attrs["Error Percent"] = np.float32(volume_error)
             f["Event Conditions"].attrs["Completed Successfully"] = _b("True" if outcome != "unstable" else "False")
-        self.messages_file.write_bytes(text.encode("cp1252"))
+        self.messages_file.write_bytes(text.encode(text_encoding(), errors="replace"))
         os.replace(self.tmp, self.final)
 
     def _compute_processes(self, compute_seconds: float) -> np.ndarray:

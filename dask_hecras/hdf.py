@@ -26,7 +26,9 @@ def text(value) -> str:
     if isinstance(value, np.ndarray):
         value = value.ravel()[0] if value.size else b""
     if isinstance(value, (bytes, np.bytes_)):
-        return bytes(value).decode("cp1252", errors="replace")
+        from .project import text_encoding
+
+        return bytes(value).decode(text_encoding(), errors="replace")
     return str(value)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,10 +37,45 @@ class ProjectError(ValueError):
 # --------------------------------------------------------------------------- text files
 
 
-def read_text(path: Path, project: Path) -> str:
-    """HEC-RAS text files are Windows-1252 with CRLF line ends."""
+def text_encoding(windll=None) -> str:
+    """The code page HEC-RAS's text files are in. HEC-RAS is not a Unicode program: it writes in
+    Windows' ANSI code page (cp1252 in Western Europe and America, cp1250 in Central Europe,
+    cp932 in Japan), and a path read in the wrong one is a false "missing file".
+
+    ``hecras.text-encoding`` when set; else, on Windows, the system's ANSI code page (GetACP);
+    else cp1252 (files made on a Western PC, read here).
+    """
+    import codecs
+
+    chosen = config.get("text-encoding")
+    if chosen:
+        try:
+            return codecs.lookup(str(chosen)).name
+        except LookupError:
+            raise ValueError(f"hecras.text-encoding: {chosen!r} is not an encoding Python knows "
+                             "(a Windows code page is written cp1250, cp1252, cp932, ...)") from None
+    if windll is None and sys.platform != "win32":
+        return "cp1252"
+    return _ansi_code_page(windll)
+
+
+def _ansi_code_page(windll=None) -> str:
+    import codecs
+    import ctypes
+
+    windll = windll or ctypes.windll
+    get_acp = windll.kernel32.GetACP
+    get_acp.argtypes, get_acp.restype = [], ctypes.c_uint32  # UINT
     try:
-        return path.read_bytes().decode("cp1252", errors="replace")
+        return codecs.lookup(f"cp{get_acp()}").name  # 65001 (the "UTF-8 for non-Unicode programs" option): utf-8
+    except LookupError:
+        return "cp1252"
+
+
+def read_text(path: Path, project: Path) -> str:
+    """A HEC-RAS text file (CRLF line ends, the ANSI code page: see :func:`text_encoding`)."""
+    try:
+        return path.read_bytes().decode(text_encoding(), errors="replace")
     except FileNotFoundError:
         raise ProjectError(project, "a file it needs is missing:", [path]) from None
     except OSError as e:

@@ -223,3 +223,30 @@ def test_uninstall_script_finds_a_scratch_folder_installed_elsewhere(certs, tmp_
                      *extra]) == 0
         out = subprocess.run([sys.executable, "-c", code, str(settings)], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == expected
+
+
+def _without_console(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    """``python -m dask_hecras.cli ARGS`` as ``pythonw`` starts it: no stdout, no stderr (Python
+    sets ``sys.stdout``/``sys.stderr`` to ``None`` when those descriptors are not open, as
+    pythonw has none)."""
+    def close_output():
+        os.close(1)
+        os.close(2)
+
+    return subprocess.run([sys.executable, "-m", "dask_hecras.cli", *args], env=env, stdin=subprocess.DEVNULL,
+                          preexec_fn=close_output, timeout=120)
+
+
+def test_a_worker_started_without_a_console_says_what_went_wrong(tmp_path):
+    """The Scheduled Task runs ``pythonw -m dask_hecras.cli worker --config worker.yaml``: a
+    broken settings file (or any error) must land somewhere a colleague can read it."""
+    env = {**os.environ, "LOCALAPPDATA": str(tmp_path / "AppData" / "Local")}
+    bad = tmp_path / "worker.yaml"
+    bad.write_text("hecras: [not, a, mapping\n")
+    r = _without_console(["worker", "--config", str(bad)], env)
+    assert r.returncode == 2
+    log = tmp_path / "AppData" / "Local" / "dask-hecras" / "dask-hecras.log"
+    text = log.read_text()
+    assert f"dask-hecras worker --config {bad}" in text and "error:" in text and str(bad) in text, text
+    r = _without_console(["worker", "--no-such-option"], env)  # argparse's own complaint too
+    assert r.returncode == 2 and "unrecognized arguments: --no-such-option" in log.read_text()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -172,3 +173,30 @@ def test_staging_copies_every_input_and_keeps_file_times(demo):
         assert copy.stat().st_mtime_ns == source.stat().st_mtime_ns
     assert staged.bytes_copied == sum(p.stat().st_size for p in plan.input_files())
     shutil.rmtree(staged.run_dir)
+
+
+def test_hec_ras_text_is_read_in_the_offices_code_page(demo, monkeypatch):
+    """HEC-RAS writes its text files in Windows' ANSI code page. In a Czech office a plan's
+    ``DSS File=.\\Řeka.dss`` is cp1250; read as cp1252 it names another file."""
+    import ctypes
+    from types import SimpleNamespace
+
+    from dask_hecras.project import text_encoding
+
+    from .fake_windows import FakeDll
+
+    plan_file = demo.with_suffix(".p01")
+    text = plan_file.read_bytes().decode("cp1252").replace("DSS File=dss", "DSS File=.\\Řeka.dss")
+    plan_file.write_bytes(text.encode("cp1250"))
+    (demo.parent / "Řeka.dss").write_text("boundaries\n")
+    assert Project(demo).plan("p01").output_dss.name == "Øeka.dss", "read as on a Western PC"
+    with dask.config.set({"hecras.text-encoding": "cp1250"}):
+        assert Project(demo).plan("p01").output_dss == demo.parent / "Řeka.dss"
+    czech = SimpleNamespace(kernel32=FakeDll(GetACP=lambda: 1250))
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(ctypes, "windll", czech, raising=False)
+    assert Project(demo).plan("p01").output_dss == demo.parent / "Řeka.dss", "a Czech Windows PC, no setting"
+    assert text_encoding(SimpleNamespace(kernel32=FakeDll(GetACP=lambda: 65001))) == "utf-8"
+    assert text_encoding(SimpleNamespace(kernel32=FakeDll(GetACP=lambda: 932))) == "cp932"
+    with dask.config.set({"hecras.text-encoding": "klingon"}), pytest.raises(ValueError, match="hecras.text-encoding"):
+        Project(demo)
