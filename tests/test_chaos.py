@@ -83,9 +83,8 @@ class Office:
                     "--log", str(self.logs / f"{name}-dask.log")]
         else:
             args = [str(BIN / "dask"), "worker", self.address, "--name", name, "--nworkers", "1", "--nthreads", "2",
-                    "--resources", "RAS=1", "--preload", "dask_hecras.worker", "--no-dashboard",
-                    "--local-directory", str(self.folder / name)]
-            for module in preload:
+                    "--resources", "RAS=1", "--no-dashboard", "--local-directory", str(self.folder / name)]
+            for module in (*preload, "dask_hecras.worker"):  # the test's hooks first: before the sweep starts
                 args += ["--preload", module]
         return self._start(name, args, {"DASK_HECRAS__SCRATCH": str(scratch), **(env or {})})
 

@@ -2,7 +2,7 @@
 by chance, made to happen on cue (needs ``PYTHONPATH`` at the repository).
 
 - ``HECRAS_TEST_HOLD=<file>``: while that file exists, the worker waits at its start (a PC slow
-  to come back), before its start-up sweep.
+  to come back), before its start-up sweep (list this preload before ``dask_hecras.worker``).
 - ``HECRAS_TEST_MUTE=<action>[,...]``: the worker's dask-hecras reports of those actions never
   reach the scheduler (as if it died the moment after acting).
 """
