@@ -12,7 +12,7 @@ import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PureWindowsPath
 from typing import Iterable, Iterator
 
 from . import config
@@ -194,10 +194,9 @@ def resolve_reference(ref: str, base: Path, project: Path) -> Path:
             f"reference {ref!r} is a Windows absolute path, which cannot be resolved here"
             + ("" if roots else "; keep referenced files inside the project folder"),
         )
-    if os.name == "nt":
-        candidate = Path(os.path.normpath(base / PureWindowsPath(ref)))
-    else:
-        candidate = Path(os.path.normpath(base / PurePosixPath(ref.replace("\\", "/"))))
+    # Split as Windows does (either slash); a leading slash means the root, here as there.
+    parts = ["/" if part == "\\" else part for part in PureWindowsPath(ref).parts]
+    candidate = Path(os.path.normpath(base.joinpath(*parts)))
     candidate = _find_case_insensitive(candidate)
     inside = [project_dir.resolve()] + [r.resolve() for r in _allowed_roots()]
     real = Path(os.path.realpath(candidate))

@@ -200,3 +200,16 @@ def test_hec_ras_text_is_read_in_the_offices_code_page(demo, monkeypatch):
     assert text_encoding(SimpleNamespace(kernel32=FakeDll(GetACP=lambda: 932))) == "cp932"
     with dask.config.set({"hecras.text-encoding": "klingon"}), pytest.raises(ValueError, match="hecras.text-encoding"):
         Project(demo)
+
+
+def test_references_split_as_windows_splits_them(demo):
+    """One rule on every platform: either slash separates, ``.`` and ``..`` fold, a leading slash
+    is the root (outside the project, so refused)."""
+    from dask_hecras.project import resolve_reference
+
+    terrain = demo.parent / "Terrain" / "Terrain.hdf"
+    for ref in (".\\Terrain\\Terrain.hdf", "Terrain/Terrain.hdf", ".\\Terrain/../Terrain\\Terrain.hdf",
+                ' ".\\terrain\\TERRAIN.HDF" '):
+        assert resolve_reference(ref, demo.parent, demo) == terrain, ref
+    with pytest.raises(ProjectError, match="outside the project folder"):
+        resolve_reference("\\Terrain\\Terrain.hdf", demo.parent, demo)

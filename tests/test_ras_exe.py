@@ -131,3 +131,24 @@ def test_ras_exe_never_runs_without_a_time_limit(tmp_path, demo):
         refused = run_plan(plan, engine="ras", results_dir=tmp_path / "r", raise_retryable=False)
         assert refused.problem == "engine-not-found" and "hecras.timeout" in refused.reason
         assert run_plan(plan, engine="ras", results_dir=tmp_path / "r", timeout="1h").ok
+
+
+def test_where_windows_installs_hec_ras_is_looked_at_by_default(monkeypatch):
+    """A Scheduled Task may start without ``ProgramFiles`` set: Windows' folders still count."""
+    from dask_hecras.engines.ras import standard_roots
+
+    monkeypatch.delenv("ProgramFiles", raising=False)
+    monkeypatch.delenv("ProgramFiles(x86)", raising=False)
+    assert standard_roots() == []  # not Windows, nothing set: nothing to look at
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert [str(r) for r in standard_roots()] == [str(Path("C:\\Program Files (x86)") / "HEC" / "HEC-RAS"),
+                                                  str(Path("C:\\Program Files") / "HEC" / "HEC-RAS")]
+
+
+def test_engines_start_in_a_process_group_of_their_own_on_windows(monkeypatch):
+    """CREATE_NEW_PROCESS_GROUP: a Ctrl+C meant for the worker's console does not reach Ras.exe."""
+    from dask_hecras.engines.runner import _new_group_kwargs
+
+    assert _new_group_kwargs()["start_new_session"] is True
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert _new_group_kwargs() == {"creationflags": 0x200}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -32,7 +33,7 @@ def standard_roots() -> list[Path]:
     """The folders the HEC-RAS installer uses, plus ``hecras.ras-roots``."""
     roots = [Path(r) for r in (config.get("ras-roots") or [])]
     for var, default in (("ProgramFiles(x86)", r"C:\Program Files (x86)"), ("ProgramFiles", r"C:\Program Files")):
-        base = os.environ.get(var) or (default if os.name == "nt" else None)
+        base = os.environ.get(var) or (default if sys.platform == "win32" else None)
         if base:
             roots.append(Path(base) / "HEC" / "HEC-RAS")
     return roots

@@ -128,7 +128,7 @@ def run_process(
 
 def _new_group_kwargs() -> dict:
     if sys.platform == "win32":
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+        return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200)}
     # Own session and process group: a killpg reaches descendants even after they are orphaned.
     kwargs: dict = {"start_new_session": True}
     if sys.platform.startswith("linux"):
