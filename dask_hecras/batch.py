@@ -110,7 +110,7 @@ def submit(
     client,
     plans: Iterable[Plan],
     *,
-    engine: str = "fake",
+    engine: str | None = None,
     results_dir: str | os.PathLike | None = None,
     retries: int = 2,
     timeout: float | str | None = None,
@@ -123,6 +123,7 @@ def submit(
     Plans whose results already landed in ``results_dir`` from the same input files are
     skipped unless ``force``. ``retries`` is how many failed runs of a plan are run again
     (a run lost with its worker, or stopped by its PC's owner, is not a failed run).
+    ``engine`` is ``"ras"`` (each worker's HEC-RAS; the default, ``hecras.engine``) or ``"fake"``.
     ``timeout`` (``"8h"``, ``"90min"``, seconds) limits each run; ``None`` leaves it to each
     worker's ``hecras.timeout``. The batch belongs to the scheduler's queue: it goes on
     whether or not this client stays (``detach`` is kept for earlier code; it changes nothing).
@@ -130,6 +131,9 @@ def submit(
     from .identity import fingerprint
     from .runs import RunFolders
 
+    from .engines import default_engine
+
+    engine = engine or default_engine()
     timeout_s = check_options(engine, retries, timeout)
     plans = list(plans)
     if not plans:

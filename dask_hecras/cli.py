@@ -27,16 +27,37 @@ def _seconds(value) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
+STATES = ("succeeded", "failed", "skipped", "running", "landing", "lost", "queued", "cancelled")
+
+
 def _progress_line(snap: dict, started: float, slots: int) -> str:
-    """Counts per state, plans running where, and a rough time to go."""
-    counts = snap["counts"]
-    running = [p for p in snap["plans"] if p["state"] == "running"]
-    left = sum(p.get("expected") or 0 for p in snap["plans"] if p["state"] in ("queued", "running", "lost"))
+    """Every state the dashboard knows (a running plan by its step: staging, running,
+    validating; a landed one still summarising), plans running where, and the time to go,
+    estimated from what this batch's runs took against what was expected of them."""
+    from collections import Counter
+
+    plans = snap["plans"]
+    running = [p for p in plans if p["state"] == "running"]
+    steps = Counter({"released": "starting"}.get(p.get("step"), p.get("step") or "running") for p in running)
+    summarising = sum(1 for p in plans if p["state"] == "succeeded" and p.get("summary") in ("wanted", "pending"))
+    counts = Counter(p["state"] for p in plans)
+    shown = []
+    for s in STATES:
+        if not counts.get(s):
+            continue
+        detail = ""
+        if s == "running" and set(steps) != {"running"}:
+            detail = " (" + ", ".join(f"{n} {step}" for step, n in sorted(steps.items())) + ")"
+        elif s == "succeeded" and summarising:
+            detail = f" ({summarising} summarising)"
+        shown.append(f"{s} {counts[s]}{detail}")
+    measured = [p for p in plans if p.get("run_seconds") and p.get("expected")]
+    scale = (sum(p["run_seconds"] for p in measured) / sum(p["expected"] for p in measured)) if measured else 1.0
+    left = sum(max(0.0, (p.get("expected") or 0) * scale - (p.get("elapsed") or 0))
+               for p in plans if p["state"] in ("queued", "running", "lost"))
     where = ", ".join(f"{p['plan']}@{p.get('worker_name') or '?'}" for p in running[:4]) + \
         (" ..." if len(running) > 4 else "")
-    shown = ", ".join(f"{s} {counts[s]}" for s in ("succeeded", "failed", "skipped", "running", "landing", "lost",
-                                                   "queued", "cancelled") if counts.get(s))
-    return (f"[{time.monotonic() - started:6.0f} s] {shown}; ETA ~{left / max(1, slots):.0f} s"
+    return (f"[{time.monotonic() - started:6.0f} s] {', '.join(shown)}; ETA ~{left / max(1, slots):.0f} s"
             + (f"  ({where})" if where else ""))
 
 
@@ -50,14 +71,35 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
               certs: Path | None = None) -> int:
     """``dask-hecras run``: every check that can be made here is made before a cluster starts."""
     from .batch import check_inputs, check_options, check_results_dir
+    from .engines import EngineNotFound, RasExe, default_engine
     from .project import Project, ProjectError
 
+    engine = (engine or default_engine()).lower()
     try:
         check_options(engine, retries, timeout)
+        if engine == "ras" and scheduler is None:
+            try:
+                engine_words = RasExe().available()
+            except EngineNotFound as e:
+                raise ValueError(f"{e}. To try dask-hecras without HEC-RAS: --engine fake (synthetic results in "
+                                 "HEC-RAS's layout), or dask-hecras demo") from None
+        elif engine == "ras":
+            engine_words = "HEC-RAS (each worker's own installation)"
+        else:
+            engine_words = "the FAKE engine (synthetic results in HEC-RAS's layout, not HEC-RAS)"
         project = Project(prj)
         plans = [project.plan(p) for p in plan_ids] if plan_ids else project.plans
         check_results_dir(results, plans)
         check_inputs(plans)
+        if engine == "ras" and scheduler is None:  # this PC runs them: a version it lacks is known now
+            unmet = []
+            for plan in plans:
+                try:
+                    RasExe().executable_for(plan)
+                except EngineNotFound as e:
+                    unmet.append(f"{plan.id}: {e}")
+            if unmet:
+                raise ValueError("no HEC-RAS on this PC can run " + "; ".join(unmet))
     except (ProjectError, KeyError, ValueError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
@@ -85,7 +127,7 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
     batch = None
     try:
         print(f"Dashboard: {client.dashboard_link}")
-        print(f"{project.name}: {len(plans)} plan(s) with the {engine} engine; results in {results}")
+        print(f"{project.name}: {len(plans)} plan(s) with {engine_words}; results in {results}")
         batch = submit(client, plans, engine=engine, results_dir=results, retries=retries, timeout=timeout,
                        force=force)
         print(f"Batch {batch.id}")
@@ -123,9 +165,34 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
             cluster.close()
 
 
-def _report(results, seconds: float, where: Path) -> int:
+def _peak(summary) -> str:
+    """The highest water surface of a plan's summary, with its units ("-" when it has none)."""
+    import xarray as xr
+
+    if not summary or not Path(summary).is_file():
+        return "-"
+    try:
+        with xr.open_dataset(summary, engine="h5netcdf") as ds:
+            if "max_water_surface" not in ds or not ds["max_water_surface"].size:
+                return "-"
+            v = ds["max_water_surface"]
+            return f"{float(v.max()):.2f} {v.attrs.get('units', '')}".strip()
+    except (OSError, ValueError):
+        return "-"
+
+
+def _report(results, seconds: float, where: Path, shown: int = 30) -> int:
     failed = [r for r in results if not r.ok]
-    print(f"\n{len(results) - len(failed)} succeeded, {len(failed)} failed in {seconds:.1f} s. Results: {where}")
+    done = [r for r in results if r.ok]
+    print(f"\n{len(done)} succeeded, {len(failed)} failed in {seconds:.1f} s. Results: {where}")
+    if done:
+        print()
+        _table([["plan", "title", "run time", "peak water surface"]] +
+               [[r.plan_id, r.title, _seconds(r.run_seconds), _peak(r.summary)] for r in done[:shown]])
+        if len(done) > shown:
+            print(f"... and {len(done) - shown} more")
+    print(f"\nNext: dask-hecras status {where}   |   Python: dask_hecras.open_results(r\"{where}\")   |   "
+          "notebooks/02-results.ipynb (maps, hydrographs)")
     if failed:
         print("\nFailed plans:")
         _table([["plan", "title", "status", "attempts", "reason"]] +
@@ -188,7 +255,8 @@ def status(results_dir: Path, batch_id: str | None) -> int:
         rows.append([Path(p.project).stem, p.plan, p.title, shown, str(p.attempts),
                      (r.worker or r.host) if r is not None and p.state != "skipped" else p.worker,
                      _seconds(r.run_seconds if r is not None else None),
-                     (p.note or p.reason) if p.state != "succeeded" else p.note])
+                     (p.note or p.reason) if p.state != "succeeded" else
+                     (p.note or ("FAKE ENGINE: synthetic results" if r is not None and r.engine == "fake" else ""))])
     _table(rows)
     standing = [w for w in read_workers(root) if w.get("state") != "in rotation"]
     if standing:
@@ -273,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("project", type=Path, help="the project file NAME.prj")
     run.add_argument("--plans", help="comma-separated plan ids (default: every plan)")
     run.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a local cluster)")
-    run.add_argument("--engine", default="fake", choices=["fake", "ras"], help="the engine (default: fake)")
+    run.add_argument("--engine", default=None, choices=["ras", "fake"],
+                     help="ras: HEC-RAS (the default: this PC's, or each worker's with --scheduler); fake: the "
+                          "fake engine, synthetic results in HEC-RAS's layout, to try dask-hecras without HEC-RAS")
     run.add_argument("--results", type=Path, default=None, help="results folder (default: hecras.results-dir or ./hecras-results)")
     run.add_argument("--retries", type=int, default=2, help="extra attempts for failures a retry can fix (default 2)")
     run.add_argument("--timeout", default=None, help="per-plan time limit, e.g. 6h or 900 (seconds)")

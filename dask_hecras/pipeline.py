@@ -78,6 +78,10 @@ def new_result(plan: Plan, engine: str, *, attempt: int, batch: str = "", attemp
 
 def _finish(result: PlanResult, *, status: str = FAILED, reason: str, retryable: bool = False,
             problem: str = "") -> PlanResult:
+    from .engines import FAKE_NOTE
+
+    if result.engine == "fake" and not reason.startswith(FAKE_NOTE):
+        reason = f"{FAKE_NOTE} {reason}"  # synthetic results never pass for HEC-RAS's
     result.status, result.reason, result.retryable, result.problem = status, reason, retryable, problem
     result.finished = now()
     return result
@@ -265,7 +269,9 @@ def summarise_into(folder: Path) -> Path | None:
     os.close(handle)
     tmp = Path(folder) / f".summary.nc.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        write_summary(summarise(hdf), Path(local))
+        ds = summarise(hdf)
+        ds.attrs["engine"] = landed.engine or "unknown"  # "fake": synthetic results, never HEC-RAS's
+        write_summary(ds, Path(local))
         shutil.copyfile(local, tmp)
         again = records.load_result(folder)
         if again is None or again.attempt_id != landed.attempt_id or again.run_start != landed.run_start:
@@ -280,7 +286,7 @@ def summarise_into(folder: Path) -> Path | None:
 def run_plan(
     plan: Plan,
     *,
-    engine: str = "fake",
+    engine: str | None = None,
     scratch: str | os.PathLike | None = None,
     results_dir: str | os.PathLike | None = None,
     timeout: float | str | None = None,

@@ -99,8 +99,9 @@ def first(pairs: list[tuple[str, str]], key: str, default: str | None = None) ->
     return default
 
 
-_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(SEC|MIN|HOUR|DAY|WEEK)S?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"SEC": 1, "MIN": 60, "HOUR": 3600, "DAY": 86400, "WEEK": 604800}
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(SEC|MIN|HOUR|DAY|WEEK|MON|YEAR)S?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"SEC": 1, "MIN": 60, "HOUR": 3600, "DAY": 86400, "WEEK": 604800, "MON": 30 * 86400,
+                 "YEAR": 365 * 86400}  # months and years as HEC-DSS counts them, roughly
 
 
 def parse_interval(text: str | None) -> timedelta | None:
@@ -128,6 +129,23 @@ def parse_simulation_date(text: str | None) -> tuple[datetime | None, datetime |
         return parse_ras_datetime(parts[0], parts[1]), parse_ras_datetime(parts[2], parts[3])
     except (IndexError, ValueError):
         return None, None
+
+
+def _check_times(text: str, pairs: list[tuple[str, str]], path: Path, project: Path) -> None:
+    """A simulation window or interval HEC-RAS would not write (``02JNA2026``, ``20SCE``) is an
+    error naming the file and line, not a plan read as having none."""
+    wrong = []
+    for key, example in (("Simulation Date", "01JAN2026,0000,05JAN2026,2400"), ("Computation Interval", "20SEC"),
+                         ("Output Interval", "1HOUR"), ("Mapping Interval", "1HOUR")):
+        value = first(pairs, key)
+        if not value or not value.strip(" ,"):
+            continue
+        ok = None not in parse_simulation_date(value) if key == "Simulation Date" else parse_interval(value) is not None
+        if not ok:
+            line = next((n for n, t in enumerate(text.splitlines(), 1) if t.split("=", 1)[0].strip() == key), 0)
+            wrong.append(f"{path.name} line {line}: {key}={value} is not what HEC-RAS writes (like {example})")
+    if wrong:
+        raise ProjectError(project, "; ".join(wrong))
 
 
 def parse_version(text: str | None) -> tuple[int, ...] | None:
@@ -293,7 +311,9 @@ class Plan:
     @classmethod
     def from_file(cls, project: Path, plan_id: str) -> "Plan":
         path = _find_case_insensitive(project.parent / f"{project.stem}.{plan_id}")
-        pairs = key_values(read_text(path, project))
+        text = read_text(path, project)
+        pairs = key_values(text)
+        _check_times(text, pairs, path, project)
         start, end = parse_simulation_date(first(pairs, "Simulation Date"))
         cores = first(pairs, "UNET D2 Cores")
         return cls(

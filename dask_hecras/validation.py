@@ -127,6 +127,8 @@ def _read(path: Path, tmp: Path, plan) -> Validation:
             status = INCOMPLETE
             reasons.append(f"A leftover {tmp.name} shows the last run did not finish; {path.name} is from an earlier run.")
     if status == SUCCEEDED:
-        took = f" in {run_seconds:.0f} s" if run_seconds is not None else ""
+        # HEC-RAS's own count of its computing time: less than the run's wall time (start-up,
+        # geometry pre-processing, writing), so it is said as what it is
+        took = f" (computations: {run_seconds:.1f} s by its own count)" if run_seconds is not None else ""
         reasons.append(f"HEC-RAS {version} completed the run{took}.".replace("  ", " "))
     return Validation(path, status, reasons, version, run_seconds, volume, messages)

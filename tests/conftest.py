@@ -69,7 +69,10 @@ def _clean_config(tmp_path):
     """
     saved = copy.deepcopy(dask.config.config)
     try:
-        with dask.config.set({"hecras.scratch": str(tmp_path / "scratch"), "hecras.allowed-roots": []}):
+        # HEC-RAS cannot run here: what a test runs without naming an engine is the fake one (a
+        # user's default is ras; tests of that default run the CLI in a process of its own).
+        with dask.config.set({"hecras.scratch": str(tmp_path / "scratch"), "hecras.allowed-roots": [],
+                              "hecras.engine": "fake"}):
             yield
     finally:
         # A Client a test failed to start is freed now, not inside the next one's start (see

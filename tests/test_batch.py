@@ -152,7 +152,7 @@ def test_two_users_with_the_same_project_at_once_each_get_their_own_batch(client
         assert mine.id != theirs.id
         mine_results = {r.plan_id: r for r in mine.results(timeout=120)}
         theirs_results = {r.plan_id: r for r in theirs.results(timeout=120)}
-    assert not mine_results["p01"].ok and mine_results["p01"].reason.startswith("Timed out after 8 s")
+    assert not mine_results["p01"].ok and "Timed out after 8 s" in mine_results["p01"].reason
     assert mine_results["p02"].ok and all(r.ok for r in theirs_results.values())
     assert all(r.folder.is_relative_to(tmp_path / "mine") for r in mine_results.values())
     assert all(r.folder.is_relative_to(tmp_path / "theirs") for r in theirs_results.values())

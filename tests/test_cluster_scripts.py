@@ -128,12 +128,12 @@ def test_cli_runs_on_the_scripted_cluster_attached_and_detached(scripted_cluster
     address, env, dashboard, cert_args = scripted_cluster
     exe = [str(Path(sys.executable).parent / "dask-hecras")]
     out = tmp_path / "out"
-    r = subprocess.run(exe + ["run", str(demo), "--plans", "p01,p02", "--scheduler", address, "--results", str(out),
+    r = subprocess.run(exe + ["run", str(demo), "--engine", "fake", "--plans", "p01,p02", "--scheduler", address, "--results", str(out),
                               *cert_args],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 succeeded, 0 failed" in r.stdout
-    r = subprocess.run(exe + ["run", str(demo), "--scheduler", address, "--results", str(out), "--detach",
+    r = subprocess.run(exe + ["run", str(demo), "--engine", "fake", "--scheduler", address, "--results", str(out), "--detach",
                               *cert_args],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -213,3 +213,24 @@ def test_references_split_as_windows_splits_them(demo):
         assert resolve_reference(ref, demo.parent, demo) == terrain, ref
     with pytest.raises(ProjectError, match="outside the project folder"):
         resolve_reference("\\Terrain\\Terrain.hdf", demo.parent, demo)
+
+
+def test_times_hec_ras_would_not_write_are_named_with_their_line(demo):
+    """Read as "no window" they let a broken plan run (and the fake engine "succeed")."""
+    plan_file = demo.with_suffix(".p02")
+    text = plan_file.read_text()
+    good = [line for line in text.splitlines() if line.startswith("Simulation Date=")][0]
+    bad = text.replace(good, "Simulation Date=02JNA2026,0000,03JAN2026,0000")
+    bad = bad.replace("Computation Interval=" + bad.split("Computation Interval=")[1].split("\n")[0].strip(),
+                      "Computation Interval=20SCE")
+    plan_file.write_text(bad)
+    lines = bad.splitlines()
+    with pytest.raises(ProjectError) as e:
+        Project(demo)
+    said = str(e.value)
+    n_date = next(i for i, t in enumerate(lines, 1) if t.startswith("Simulation Date="))
+    n_step = next(i for i, t in enumerate(lines, 1) if t.startswith("Computation Interval="))
+    assert f"Demo.p02 line {n_date}: Simulation Date=02JNA2026" in said
+    assert f"Demo.p02 line {n_step}: Computation Interval=20SCE" in said and str(demo) in said
+    plan_file.write_text(text.replace(good, "Simulation Date=,,,"))  # none given: not an error
+    assert Project(demo).plan("p02").start is None

@@ -61,7 +61,7 @@ def test_hang_with_timeout_leaves_no_process(demo, results, tmp_path):
     set_behaviour(demo, {"p01": {"seconds": 1, "outcome": "hang"}})
     r = run_plan(Project(demo).plan("p01"), results_dir=results, timeout=3, raise_retryable=False)
     assert r.status == "failed" and r.retryable
-    assert r.reason.startswith("Timed out after 3 s")
+    assert r.reason.startswith("FAKE ENGINE") and "Timed out after 3 s" in r.reason
     assert r.validation == "incomplete"
     left = []
     for p in psutil.process_iter(["cmdline"]):

@@ -13,11 +13,22 @@ from .ras import RasExe
 ENGINES: dict[str, type[Engine]] = {"ras": RasExe, "fake": FakeRas}
 
 
-def get_engine(name: str) -> Engine:
-    """The engine called ``name`` ("ras" or "fake"), set up from this machine's configuration.
+def default_engine() -> str:
+    """``hecras.engine``: HEC-RAS unless configured otherwise. The fake engine (synthetic
+    results) is never a silent default: one asks for it by name."""
+    from .. import config
+
+    return str(config.get("engine") or "ras").lower()
+
+
+def get_engine(name: str | None = None) -> Engine:
+    """The engine called ``name`` ("ras" or "fake"; ``None``: :func:`default_engine`), set up from
+    this machine's configuration.
 
     Only names are accepted: an engine object sent by a client could carry any executable.
     """
+    if name is None:
+        name = default_engine()
     if not isinstance(name, str):
         raise TypeError(f"an engine is chosen by name ({', '.join(sorted(ENGINES))}), not given as "
                         f"{type(name).__name__}: each worker's own configuration says what runs")
@@ -27,4 +38,7 @@ def get_engine(name: str) -> Engine:
         raise ValueError(f"unknown engine {name!r}; choose one of {sorted(ENGINES)}") from None
 
 
-__all__ = ["Engine", "EngineNotFound", "EngineRun", "FakeRas", "RasExe", "ENGINES", "get_engine"]
+FAKE_NOTE = "FAKE ENGINE (synthetic results, not HEC-RAS):"  # starts every fake result's reason
+
+__all__ = ["Engine", "EngineNotFound", "EngineRun", "FakeRas", "RasExe", "ENGINES", "FAKE_NOTE", "default_engine",
+           "get_engine"]

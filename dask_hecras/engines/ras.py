@@ -108,11 +108,20 @@ class RasExe(Engine):
     def installs(self) -> list[RasInstall]:
         return find_installs(self.roots)
 
-    def executable_for(self, plan: Plan) -> Path:
+    def available(self) -> str:
+        """What would run here, in words; ``EngineNotFound`` (saying where it looked) if nothing."""
         if self.exe is not None:
-            if not self.exe.is_file():
-                raise EngineNotFound(f"hecras.ras-exe {self.exe} does not exist on {socket.gethostname()}")
-            return self.exe
+            self._checked_exe()
+            return f"HEC-RAS at {self.exe} (hecras.ras-exe)"
+        labels = ", ".join(i.label for i in self._checked_installs())
+        return f"HEC-RAS (installed here: {labels}; the version for each plan: hecras.ras-version={self.choice})"
+
+    def _checked_exe(self) -> Path:
+        if not self.exe.is_file():
+            raise EngineNotFound(f"hecras.ras-exe {self.exe} does not exist on {socket.gethostname()}")
+        return self.exe
+
+    def _checked_installs(self) -> list[RasInstall]:
         installs = self.installs()
         if not installs:
             looked = ", ".join(str(r) for r in (self.roots if self.roots is not None else standard_roots()))
@@ -120,6 +129,12 @@ class RasExe(Engine):
                 f"HEC-RAS is not installed on {socket.gethostname()} (looked in {looked or 'no folders'}); "
                 "install it or set hecras.ras-exe"
             )
+        return installs
+
+    def executable_for(self, plan: Plan) -> Path:
+        if self.exe is not None:
+            return self._checked_exe()
+        installs = self._checked_installs()
         try:
             return choose_install(installs, plan.program_version, self.choice).exe
         except EngineNotFound as e:
