@@ -57,6 +57,7 @@ class Office:
                     "FAKE_RAS_JOURNAL": str(self.journal),
                     "DASK_HECRAS__QUEUE__STATE": str(folder / "scheduler-state.json"),
                     "DASK_HECRAS__QUEUE__HEARTBEAT": "1s", "DASK_HECRAS__WORKER__RESTART_DELAY": "1s",
+                    "DASK_HECRAS__WORKER__PORT": "0",  # several PCs' workers on this one machine
                     "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "False",
                     **{f"DASK_HECRAS__{k.upper()}": v for k, v in settings.items()}}
         self.procs: dict[str, subprocess.Popen] = {}

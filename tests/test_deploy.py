@@ -50,7 +50,10 @@ def test_worker_command_is_tls_by_default(certs, tmp_path):
         worker_command(None, certs=certs)
     plain = worker_command("tcp://10.0.0.5:9000", scratch=tmp_path / "s")  # said explicitly: a trial
     assert plain[0] == "tcp://10.0.0.5:9000" and not any(a.startswith("--tls") for a in plain)
-    assert "--worker-port" not in plain  # the package default leaves ports to the OS
+    # the ports docs/deployment.md promises, with no settings file at all (the README's recipe)
+    assert plain[plain.index("--worker-port") + 1] == "8788" and plain[plain.index("--nanny-port") + 1] == "8789"
+    with dask.config.set({"hecras.worker.port": 0}):  # several workers on one machine
+        assert "--worker-port" not in worker_command("tcp://10.0.0.5:9000", scratch=tmp_path / "s")
 
 
 def test_worker_config_round_trip(certs, tmp_path, capsys):
