@@ -126,7 +126,7 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
         client = Client(scheduler, security=security(certs, "client") if certs else None)
     batch = None
     try:
-        print(f"Dashboard: {client.dashboard_link}")
+        print(f"Dashboard: {client.dashboard_link}   HEC-RAS page: {client.dashboard_link.rsplit('/', 1)[0]}/hecras")
         print(f"{project.name}: {len(plans)} plan(s) with {engine_words}; results in {results}")
         batch = submit(client, plans, engine=engine, results_dir=results, retries=retries, timeout=timeout,
                        force=force)

@@ -59,7 +59,7 @@ def test_status_reads_the_batch_from_disk(demo, tmp_path):
     out = tmp_path / "out"
     r = cli("run", str(demo), "--engine", "fake", "--results", str(out), "--retries", "1", "--workers", "2", cwd=tmp_path)
     assert r.returncode == 1
-    assert "Dashboard: http" in r.stdout
+    assert "Dashboard: http" in r.stdout and re.search(r"HEC-RAS page: http://\S+/hecras\b", r.stdout)
     table = r.stdout.split("Failed plans:")[1]
     assert "p03" in table and "incomplete" in table
     s = cli("status", str(out), cwd=tmp_path)
