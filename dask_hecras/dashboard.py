@@ -16,6 +16,8 @@ are all in this module.
 
 from __future__ import annotations
 
+import html
+
 import json
 import time
 from typing import Any
@@ -136,6 +138,12 @@ def hecras_doc(scheduler, extra, doc) -> None:
     from bokeh.models import ColumnDataSource, DataTable, Div, HTMLTemplateFormatter, TableColumn
     from bokeh.plotting import figure
 
+    # Dask's own pages, as its navigation bar names them (this page has none of its own)
+    nav = Div(text="Dask dashboard: " + " &middot; ".join(
+        f'<a class="hecras-nav" href="{page}">{label}</a>' for page, label in
+        (("status", "Status"), ("workers", "Workers"), ("tasks", "Tasks"), ("system", "System"),
+         ("profile", "Profile"), ("graph", "Graph"), ("info/main/workers.html", "Info"))),
+        sizing_mode="stretch_width")
     counts = Div(text="", sizing_mode="stretch_width", css_classes=["hecras-counts"])
     plan_cols = ["project", "plan", "title", "state", "worker", "attempt", "elapsed", "expected", "message"]
     plans_src = ColumnDataSource({c: [] for c in plan_cols}, name="hecras-plans")
@@ -145,10 +153,14 @@ def hecras_doc(scheduler, extra, doc) -> None:
                                                '<%= value %></span>')
     widths = {"project": 110, "plan": 50, "title": 180, "state": 90, "worker": 170, "attempt": 60,
               "elapsed": 70, "expected": 70, "message": 600}
-    plans_table = DataTable(source=plans_src, sizing_mode="stretch_width", height=360, index_position=None,
+    # a message cut at the table's edge is whole in its tooltip, and under the table when it failed
+    message_fmt = HTMLTemplateFormatter(template='<span title="<%- value %>"><%- value %></span>')
+    formats = {"state": state_fmt, "message": message_fmt}
+    plans_table = DataTable(source=plans_src, sizing_mode="stretch_width", height=120, index_position=None,
                             columns=[TableColumn(field=c, title=c, width=widths[c],
-                                                 **({"formatter": state_fmt} if c == "state" else {}))
+                                                 **({"formatter": formats[c]} if c in formats else {}))
                                      for c in plan_cols])
+    failures = Div(text="", sizing_mode="stretch_width", css_classes=["hecras-failures"])
     worker_cols = ["name", "worker", "slots", "in_use", "cores", "versions", "ras_exe", "free_disk", "cache",
                    "standing", "owner", "reason"]
     workers_src = ColumnDataSource({c: [] for c in worker_cols}, name="hecras-workers")
@@ -163,6 +175,8 @@ def hecras_doc(scheduler, extra, doc) -> None:
                       title="Plan runs per worker", tools="xpan,xwheel_zoom,reset",
                       tooltips=[("plan", "@plan"), ("worker", "@worker")])
     timeline.hbar(y="worker", left="start", right="end", height=0.7, color="colour", source=runs_src)
+    timeline.text(x="start", y="worker", text="plan", source=runs_src, x_offset=3, text_font_size="9pt",
+                  text_baseline="middle", text_color="white", name="hecras-run-labels")  # which bar is which plan
 
     tick = [0]
 
@@ -187,9 +201,14 @@ def hecras_doc(scheduler, extra, doc) -> None:
             "attempt": [p["attempt"] or "" for p in plans],
             "elapsed": [_fmt_seconds(p["elapsed"]) for p in plans],
             "expected": [_fmt_seconds(p["expected"]) for p in plans],
-            "message": [(p["message"] or "")[:300] for p in plans],
+            "message": [(p["message"] or "")[:2000] for p in plans],
         })
+        plans_table.height = min(600, 30 + 26 * max(1, len(plans)))  # no blank gap under a short table
         refresh(plans_table)
+        failed = [p for p in plans if p["state"] == "failed"]
+        failures.text = ("" if not failed else "<b>Failed plans</b><ul>" + "".join(
+            f'<li class="hecras-failure"><b>{html.escape(p["project"])} {html.escape(p["plan"])}</b> '
+            f'{html.escape(p["title"] or "")}: {html.escape(p["message"] or "")}</li>' for p in failed) + "</ul>")
         ws = snap["workers"]
         workers_src.data.update({
             "name": [w["name"] for w in ws], "worker": [w["worker"] for w in ws],
@@ -201,13 +220,14 @@ def hecras_doc(scheduler, extra, doc) -> None:
             "standing": [w["standing"] for w in ws], "owner": [w["owner"] for w in ws],
             "reason": [w["reason"] for w in ws],
         })
+        workers_table.height = min(400, 30 + 26 * max(1, len(ws)))
         refresh(workers_table)
         now = snap["time"]
         runs = snap["runs"][-2000:]
-        names = sorted({r["worker"] for r in runs}) or [""]
-        timeline.y_range.factors = names
+        named = [r.get("worker_name") or r["worker"] for r in runs]  # as the tables name workers
+        timeline.y_range.factors = sorted(set(named)) or [""]
         runs_src.data = {
-            "worker": [r["worker"] for r in runs], "plan": [r["plan"] for r in runs],
+            "worker": named, "plan": [r["plan"] for r in runs],
             "start": [r["start"] * 1000 for r in runs], "end": [(r["end"] or now) * 1000 for r in runs],
             "colour": [_STATE_COLOURS.get("running" if r["end"] is None else
                                           "succeeded" if r["status"] == "landed" else "failed")
@@ -217,7 +237,7 @@ def hecras_doc(scheduler, extra, doc) -> None:
     update()
     doc.add_periodic_callback(update, 1000)
     doc.title = "Dask: HEC-RAS plans"
-    doc.add_root(column(counts, plans_table, Div(text="<b>Workers</b>"), workers_table, timeline,
+    doc.add_root(column(nav, counts, plans_table, failures, Div(text="<b>Workers</b>"), workers_table, timeline,
                         sizing_mode="stretch_width"))
 
 

@@ -261,7 +261,8 @@ class PlanQueue(SchedulerPlugin):
             p.step = msg.get("phase", p.step)
             if p.step == "running":
                 p.started = time.time()
-                self.runs.append({"plan": p.label, "batch": b.id, "worker": p.worker, "start": p.started,
+                self.runs.append({"plan": p.label, "batch": b.id, "worker": p.worker,
+                                  "worker_name": p.worker_name, "start": p.started,
                                   "end": None, "status": "running", "attempt_id": p.attempt_id})
             self._touch(b, p)
         elif action == "recovered":

@@ -104,12 +104,28 @@ def test_page_in_a_real_browser(dashboard):
             time.sleep(0.5)
         page.screenshot(path=str(shots / "hecras-dashboard.png"), full_page=True)
         counts = page.locator(".hecras-count").all_inner_texts()
+        nav = {a.inner_text(): a.get_attribute("href") for a in page.locator("a.hecras-nav").all()}
+        failures = page.locator(".hecras-failure").all_inner_texts()
+        tooltips = [t for t in page.locator(".slick-row span[title]").evaluate_all("els => els.map(e => e.title)") if t]
+        labels = page.evaluate("""() => {
+            const r = Bokeh.documents[0].get_model_by_name('hecras-run-labels');
+            return r === null ? null : {plans: Array.from(r.data_source.data.plan),
+                                        workers: Array.from(r.data_source.data.worker)};
+        }""")
         worker_rows = [r for r in page.locator(".slick-row").all_inner_texts() if "in rotation" in r]
         browser.close()
     assert rows == EXPECTED, (rows, seen)
     assert any(s not in ("succeeded", "failed") for s in seen["p01"]), f"the page never showed p01 in progress: {seen}"
     assert len(worker_rows) == 2 and all(f"\n{psutil.cpu_count()}\n" in r for r in worker_rows), worker_rows
     assert "succeeded: 2" in " ".join(counts) and "failed: 2" in " ".join(counts)
+    assert nav.get("Status") == "status" and nav.get("Workers") == "workers", nav  # back to Dask's pages
+    # failures whole, under the table (not cut at the page edge), and in each message's tooltip
+    assert len(failures) == 2 and any("went unstable" in f for f in failures) and any("code 157" in f for f in failures)
+    assert any("went unstable" in t for t in tooltips), tooltips
+    # each timeline bar carries its plan, on a worker named as the worker table names it
+    assert labels is not None and {"Demo-p01", "Demo-p02", "Demo-p03", "Demo-p04"} <= set(labels["plans"]), labels
+    table_names = {r.split("\n")[0] for r in worker_rows}
+    assert set(labels["workers"]) <= table_names, (labels["workers"], table_names)
     assert (shots / "hecras-dashboard.png").stat().st_size > 10_000
 
 
