@@ -72,6 +72,10 @@ def snapshot(scheduler) -> dict[str, Any]:
     snap = queue.snapshot() if queue is not None else {"time": time.time(), "batches": []}
     plans, counts, running = [], {}, {}
     for b in snap["batches"]:
+        # what this batch's runs took against what was expected of them: before any history,
+        # "expected" comes from steps and cells, and reads 1 s for runs of 5-12 s
+        measured = [p for p in b["plans"] if p.get("run_seconds") and p.get("expected")]
+        scale = sum(p["run_seconds"] for p in measured) / sum(p["expected"] for p in measured) if measured else 1.0
         for p in b["plans"]:
             state = _shown_state(p)
             counts[state] = counts.get(state, 0) + 1
@@ -80,7 +84,8 @@ def snapshot(scheduler) -> dict[str, Any]:
             plans.append({"batch": b["batch"], "project": p["project"], "plan": p["plan"], "title": p["title"],
                           "state": state, "worker": p["worker"],
                           "worker_name": p["worker_name"], "attempt": p["attempt"], "failed_runs": p["failed_runs"],
-                          "elapsed": p["elapsed"], "expected": p["expected"], "message": p["reason"],
+                          "elapsed": p["elapsed"], "expected": p["expected"] * scale if p["expected"] else p["expected"],
+                          "message": p["reason"],
                           "summary": p["summary"], "folder": p["folder"]})
     panel = scheduler.plugins.get(WorkerPanel.name)
     reported = panel.workers if panel is not None else {}

@@ -60,6 +60,12 @@ def test_json_view_follows_the_batch(dashboard):
     assert "went unstable" in by_plan["p02"]["message"]
     assert by_plan["p03"]["attempt"] == 2 and "code 157" in by_plan["p03"]["message"]
     assert by_plan["p01"]["title"] == "10-year storm" and by_plan["p01"]["worker"].startswith("tcp://")
+    # "expected" follows what this batch's runs took (the demo's estimate from steps and cells
+    # alone is a fraction of the fake plans' 0.5-4 s)
+    runs = {r["plan"]: r["run_seconds"] for r in batch.snapshot()["plans"]}
+    assert all(runs.values()) and len(runs) == 4, runs  # every plan ran at least once
+    shown = sum(p["expected"] for p in state["plans"])
+    assert abs(shown - sum(runs.values())) < 0.01 * sum(runs.values()), (shown, runs)
     assert state["counts"] == {"succeeded": 2, "failed": 2}
     assert sorted(w["slots"] for w in state["workers"]) == [1, 1]
     assert all(w["free_disk"] > 0 and w["cache_bytes"] > 0 for w in state["workers"])
