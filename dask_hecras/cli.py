@@ -77,9 +77,10 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
     engine = (engine or default_engine()).lower()
     try:
         check_options(engine, retries, timeout)
-        if engine == "ras" and scheduler is None:
+        ras = RasExe() if engine == "ras" and scheduler is None else None  # this PC runs the plans
+        if ras is not None:
             try:
-                engine_words = RasExe().available()
+                engine_words = ras.available()
             except EngineNotFound as e:
                 raise ValueError(f"{e}. To try dask-hecras without HEC-RAS: --engine fake (synthetic results in "
                                  "HEC-RAS's layout), or dask-hecras demo") from None
@@ -91,11 +92,11 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
         plans = [project.plan(p) for p in plan_ids] if plan_ids else project.plans
         check_results_dir(results, plans)
         check_inputs(plans)
-        if engine == "ras" and scheduler is None:  # this PC runs them: a version it lacks is known now
+        if ras is not None:  # a version this PC lacks is known now, not after the cluster started
             unmet = []
             for plan in plans:
                 try:
-                    RasExe().executable_for(plan)
+                    ras.executable_for(plan)
                 except EngineNotFound as e:
                     unmet.append(f"{plan.id}: {e}")
             if unmet:
@@ -393,10 +394,11 @@ def output_without_console() -> Path | None:
     ``%LOCALAPPDATA%\\dask-hecras\\dask-hecras.log`` instead (rotated at 5 MB); returns its path."""
     import os
 
+    from .config import state_folder
+
     if sys.stdout is not None and sys.stderr is not None:
         return None
-    base = os.environ.get("LOCALAPPDATA") or os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    path = Path(base) / "dask-hecras" / "dask-hecras.log"
+    path = state_folder() / "dask-hecras.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file() and path.stat().st_size > 5 * 2**20:

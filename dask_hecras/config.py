@@ -73,3 +73,12 @@ def timeout_seconds(value: Any, what: str = "timeout") -> float | None:
 def seconds(key: str, default: Any) -> float:
     """A duration setting ``hecras.<key>`` in seconds, its name in the error if unreadable."""
     return parse_duration(get(key, default), f"hecras.{key}")
+
+
+def state_folder() -> Path:
+    """This user's dask-hecras folder on local disk, for state and logs of its own
+    (``%LOCALAPPDATA%\\dask-hecras`` on Windows, ``~/.local/state/dask-hecras`` elsewhere)."""
+    import os
+
+    base = os.environ.get("LOCALAPPDATA") or os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "dask-hecras"

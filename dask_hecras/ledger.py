@@ -20,7 +20,6 @@ folders hold batches it has not finished, so that a restarted scheduler resumes 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,5 +190,6 @@ def scheduler_reachable(address: str, timeout: float = 2.0) -> bool:
 
 def default_state_file() -> Path:
     """Where a scheduler keeps its list when ``hecras.queue.state`` says ``default``."""
-    base = os.environ.get("LOCALAPPDATA") or os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(base) / "dask-hecras" / "scheduler-batches.json"
+    from . import config
+
+    return config.state_folder() / "scheduler-batches.json"
