@@ -335,6 +335,16 @@ async def _set_slots(slots: int, root: str, state: str, reason: str, dask_worker
     await update_slots(dask_worker, in_rotation=state == "in rotation", full=slots or None)
 
 
+def _in_rotation(dask_worker=None) -> bool:
+    return (getattr(dask_worker, "_hecras_slots", None) or {}).get("in_rotation", True)
+
+
+def workers_in_rotation(client) -> dict[str, bool]:
+    """Whether each worker takes plans: ``False`` once taken out of rotation (failing runs, no
+    HEC-RAS, drained) until :func:`restore`; a colleague at the PC does not count."""
+    return client.run(_in_rotation)
+
+
 def restore(client, workers: list[str] | None = None, *, results_dir=None, slots: int = 1) -> None:
     """Put workers (all by default) back into rotation with ``slots`` RAS slots (opened when
     their owner policy allows: not while a colleague works at the PC)."""

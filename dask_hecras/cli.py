@@ -1,11 +1,11 @@
 """``dask-hecras``: run a project's plans on a Dask cluster from the command line.
 
     dask-hecras run PROJECT.prj [--plans p01,p02] [--scheduler ADDRESS] [--engine fake|ras]
-                                [--results DIR] [--retries N] [--timeout S] [--detach] [--force]
+                                [--results DIR] [--retries N] [--timeout S] [--detach] [--force] [--keep-open]
     dask-hecras status [RESULTS_DIR] [--batch ID] [--scheduler ADDRESS [--certs DIR]]
     dask-hecras worker [SCHEDULER] [--certs DIR] [--scratch DIR] [--config FILE]
     dask-hecras worker-config FILE --scheduler ADDRESS --certs DIR [...]
-    dask-hecras demo
+    dask-hecras demo [--plans N] [--keep-open]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _slots(client) -> int:
 
 def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Path, timeout: str | None,
               retries: int, scheduler: str | None, detach: bool, force: bool, n_workers: int | None = None,
-              certs: Path | None = None) -> int:
+              certs: Path | None = None, keep_open: bool = False) -> int:
     """``dask-hecras run``: every check that can be made here is made before a cluster starts."""
     from .batch import check_inputs, check_options, check_results_dir
     from .engines import EngineNotFound, RasExe, default_engine
@@ -107,6 +107,9 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
     if detach and scheduler is None:
         print("error: --detach needs --scheduler: a local cluster ends with this command", file=sys.stderr)
         return 2
+    if keep_open and scheduler is not None:
+        print("error: --keep-open is for a local cluster: a scheduler's dashboard stays open with it", file=sys.stderr)
+        return 2
     from . import config
 
     if scheduler is None and engine.lower() == "ras" and timeout is None and config.get("timeout") is None:
@@ -140,11 +143,22 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
                   f"dask-hecras status {results}")
             return 0
         started = time.monotonic()
-        last = ""
+        last, checked = "", started
         while True:
             snap = batch.snapshot()
             if snap["finished"]:
                 break
+            if cluster is not None and time.monotonic() - checked > 3:
+                checked = time.monotonic()
+                stuck = _nothing_left_to_run_on(client, snap, results)
+                if stuck:
+                    print(("\n" if sys.stdout.isatty() else "") + f"error: {stuck}; the plans left are cancelled",
+                          file=sys.stderr, flush=True)
+                    batch.cancel()
+                    while not batch.snapshot()["finished"]:
+                        time.sleep(0.2)
+                    _report(batch.results(), time.monotonic() - started, results)
+                    return 1
             line = _progress_line(snap, started, _slots(client))
             if sys.stdout.isatty():
                 print("\r" + line.ljust(len(last)), end="", flush=True)
@@ -154,7 +168,10 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
             time.sleep(1)
         if sys.stdout.isatty():
             print()
-        return _report(batch.results(), time.monotonic() - started, results)
+        code = _report(batch.results(), time.monotonic() - started, results)
+        if cluster is not None:
+            _after_local_batch(client, keep_open)
+        return code
     except KeyboardInterrupt:
         if batch is not None and cluster is None:
             batch.cancel()
@@ -164,6 +181,39 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _nothing_left_to_run_on(client, snap: dict, results: Path) -> str | None:
+    """A local cluster's workers never come back once all are out of rotation (failing runs,
+    no HEC-RAS): the plans still waiting would wait for ever. Say why instead."""
+    from .batch import workers_in_rotation
+    from .pipeline import results_root
+    from .records import read_workers
+
+    waiting = [p["plan"] for p in snap["plans"] if p["state"] in ("queued", "lost")]
+    if not waiting or any(p["state"] in ("running", "landing") for p in snap["plans"]):
+        return None
+    standing = workers_in_rotation(client)
+    if not standing or any(standing.values()):
+        return None
+    reasons = {w.get("address"): w.get("reason", "") for w in read_workers(results_root(results))}
+    why = "; ".join(sorted({reasons.get(a) or "out of rotation" for a in standing}))
+    return (f"every worker of this local cluster was taken out of rotation ({why}), so {len(waiting)} plan(s) "
+            f"cannot run: {', '.join(waiting[:10])}{' ...' if len(waiting) > 10 else ''}")
+
+
+def _after_local_batch(client, keep_open: bool) -> None:
+    """The dashboard lives as long as this command's local cluster: keep it on request."""
+    page = client.dashboard_link.rsplit("/", 1)[0] + "/hecras"
+    if not keep_open:
+        print("\n(The dashboard closes with this command's local cluster; --keep-open keeps it open.)")
+        return
+    print(f"\nThe HEC-RAS page stays open at {page} until Ctrl+C.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("Closed.")
 
 
 def _peak(summary) -> str:
@@ -352,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="run plans again even if they already succeeded")
     run.add_argument("--workers", type=int, default=None, help="workers of the local cluster (default: from cores and memory)")
     run.add_argument("--certs", type=Path, default=None, help="folder of TLS certificates (dask-hecras certs) for a tls:// scheduler")
+    run.add_argument("--keep-open", action="store_true", help="keep the local cluster and its dashboard open after the batch, until Ctrl+C")
     st = sub.add_parser("status", help="a batch's table from what is on disk")
     st.add_argument("results", type=Path, nargs="?", help="the results folder of the batch")
     st.add_argument("--batch", default=None, help="batch id (default: the latest)")
@@ -385,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--plans", type=int, default=8, help="number of plans (default 8)")
     demo.add_argument("--results", type=Path, default=None, help="results folder (default: beside the demo project)")
     demo.add_argument("--workers", type=int, default=None)
+    demo.add_argument("--keep-open", action="store_true", help="keep the cluster and its dashboard open after the batch, until Ctrl+C")
     return parser
 
 
@@ -440,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         ids = [p.strip() for p in args.plans.split(",") if p.strip()] if args.plans else None
         return run_plans(args.project, ids, engine=args.engine, results=results_root(args.results),
                          timeout=args.timeout, retries=args.retries, scheduler=args.scheduler,
-                         detach=args.detach, force=args.force, n_workers=args.workers, certs=args.certs)
+                         detach=args.detach, force=args.force, n_workers=args.workers, certs=args.certs,
+                         keep_open=args.keep_open)
 
     from .examples import make_project
 
@@ -448,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     prj = make_project(folder / "project", n_plans=args.plans)
     print(f"Demo project written to {prj}")
     return run_plans(prj, None, engine="fake", results=results_root(args.results or folder / "results"),
-                     timeout=None, retries=2, scheduler=None, detach=False, force=False, n_workers=args.workers)
+                     timeout=None, retries=2, scheduler=None, detach=False, force=False, n_workers=args.workers,
+                     keep_open=args.keep_open)
 
 
 if __name__ == "__main__":

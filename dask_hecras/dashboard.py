@@ -3,7 +3,7 @@
 Installed by the scheduler preload ``dask_hecras.scheduler`` (``local_cluster()`` and the
 CLI switch it on). It adds
 
-- ``/hecras`` (and ``/individual-hecras``, listed in the dashboard's "More" menu): counts per
+- ``/hecras`` (and ``/individual-hecras``, "HEC-RAS plans" in the dashboard's "More" menu): counts per
   state, a table of plans, a panel per worker, and a timeline of plan runs per worker;
 - ``/hecras/api/plans.json``: the same state as JSON.
 
@@ -25,6 +25,7 @@ from typing import Any
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 TOPIC = "hecras"
+MENU_NAME = "HEC-RAS plans"
 FINAL = ("succeeded", "failed", "skipped", "cancelled")
 STATES = ("queued", "staging", "running", "landing", "lost", "succeeded", "failed", "skipped", "cancelled")
 
@@ -259,8 +260,18 @@ def _register_pages() -> None:
 _register_pages()  # at import: the dashboard is wired after preloads are imported
 
 
+def _name_in_more_menu(scheduler) -> None:
+    """Dask names "More" menu entries after their URL ("Hecras"); ours is "HEC-RAS plans".
+    The menu is built from the scheduler's memoized template variables, shared with its pages."""
+    from distributed.dashboard.scheduler import template_variables
+
+    for plot in template_variables(scheduler)["plots"]:
+        if plot["url"] == "individual-hecras":
+            plot["name"] = MENU_NAME
+
+
 def install(scheduler) -> None:
-    """The worker panel's plugin and the JSON route (the pages are registered at import)."""
+    """The worker panel's plugin, the JSON route and the menu name (the pages are registered at import)."""
     if WorkerPanel.name not in scheduler.plugins:
         scheduler.add_plugin(WorkerPanel(), name=WorkerPanel.name)
         panel = scheduler.plugins[WorkerPanel.name]
@@ -269,6 +280,7 @@ def install(scheduler) -> None:
     if app is not None and not getattr(scheduler, "_hecras_json_route", False):
         app.add_handlers(r".*", [(r"/hecras/api/plans\.json", _json_handler(), {"dask_server": scheduler})])
         scheduler._hecras_json_route = True
+        _name_in_more_menu(scheduler)
 
 
 def dask_setup(scheduler) -> None:

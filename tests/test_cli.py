@@ -11,11 +11,11 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
-def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     exe = BIN / "dask-hecras"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dask_hecras.cli"]
     env = {**os.environ, "DASK_HECRAS__SCRATCH": str(cwd / "scratch"), **(env or {})}
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
 def test_demo_runs_end_to_end(tmp_path):
@@ -158,3 +158,50 @@ def test_progress_counts_every_state_and_estimates_from_the_batch_so_far():
     assert "succeeded 2 (1 summarising)" in line and "failed 1" in line and "queued 1" in line
     assert "running 2 (1 running, 1 staging)" in line
     assert "ETA ~28 s" in line, line  # (20 + 15 + 20) s of work left on 2 slots
+
+
+def test_a_local_batch_whose_every_worker_left_rotation_ends_instead_of_waiting(demo, tmp_path):
+    """Three crashes in a row take the only worker out of rotation; a local cluster never gets it
+    back, so the plan left would wait for ever. The command says why and ends."""
+    crash = {"seconds": 0.2, "outcome": "crash"}
+    (demo.parent / "fake-ras.json").write_text(json.dumps({p: crash for p in ("p01", "p02", "p03", "p04")}))
+    out = tmp_path / "out"
+    r = cli("run", str(demo), "--engine", "fake", "--results", str(out), "--retries", "0", "--workers", "1",
+            cwd=tmp_path, timeout=180)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "every worker of this local cluster was taken out of rotation (3 runs failed in a row" in r.stderr, r.stderr
+    left = re.search(r"1 plan\(s\) cannot run: (p0\d); the plans left are cancelled", r.stderr)
+    assert left and "Traceback" not in r.stderr, r.stderr
+    failed = r.stdout.split("Failed plans:")[1]
+    assert re.search(rf"^{left.group(1)} .* cancelled ", failed, re.M), failed
+    assert len(re.findall(r" incomplete ", failed)) == 3, failed  # the three that ran
+
+
+def test_keep_open_keeps_the_dashboard_until_ctrl_c(tmp_path):
+    import signal
+    import urllib.request
+
+    exe = BIN / "dask-hecras"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "dask_hecras.cli"]
+    env = {**os.environ, "DASK_HECRAS__SCRATCH": str(tmp_path / "scratch")}
+    proc = subprocess.Popen(cmd + ["demo", "--plans", "1", "--keep-open", "--results", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "stays open at" in line:
+                break
+        page = re.search(r"stays open at (http://\S+/hecras) until Ctrl\+C", "".join(lines))
+        assert page, "".join(lines) + proc.stderr.read()
+        assert "1 succeeded, 0 failed" in "".join(lines)
+        with urllib.request.urlopen(page.group(1).replace("/hecras", "/hecras/api/plans.json"), timeout=30) as resp:
+            assert json.load(resp)["counts"] == {"succeeded": 1}  # the finished batch, still on show
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    without = cli("demo", "--plans", "1", "--results", str(tmp_path / "out2"), cwd=tmp_path)
+    assert "--keep-open keeps it open" in without.stdout, without.stdout

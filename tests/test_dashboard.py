@@ -74,6 +74,8 @@ def test_json_view_follows_the_batch(dashboard):
     assert all(p["batch"] == batch.id for p in state["plans"])
     with urllib.request.urlopen(f"{base}/individual-plots.json", timeout=10) as r:
         assert "/individual-hecras" in json.load(r).values()
+    with urllib.request.urlopen(f"{base}/status", timeout=30) as r:  # Dask's "More" menu names our page
+        assert '<a href="individual-hecras">HEC-RAS plans</a>' in r.read().decode(), "not named in the More menu"
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
