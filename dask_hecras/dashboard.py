@@ -17,8 +17,8 @@ are all in this module.
 from __future__ import annotations
 
 import html
-
 import json
+import logging
 import time
 from typing import Any
 
@@ -250,6 +250,37 @@ def hecras_doc(scheduler, extra, doc) -> None:
 # --------------------------------------------------------------------------- wiring
 
 
+class ClosedTabNoise(logging.Filter):
+    """Drops the traceback Bokeh logs when a browser tab closes mid-exchange, and only that one.
+
+    Bokeh's keep-alive (every 500 ms under Dask) can find a closing tab's socket gone and detach
+    its session before the socket's own close, or a last message, is handled; those then fail
+    ``assert self._session is not None`` in ``ServerConnection.session`` and print a traceback
+    for a tab that is simply gone. Any other error, an ``AssertionError`` raised anywhere else
+    included, is logged as before."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info
+        if not exc or not isinstance(exc[1], AssertionError) or exc[2] is None:
+            return True
+        tb = exc[2]
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        code = tb.tb_frame.f_code
+        detached = code.co_name == "session" and code.co_filename.replace("\\", "/").endswith("bokeh/server/connection.py")
+        return not detached
+
+
+_CLOSED_TAB_NOISE = ClosedTabNoise()
+
+
+def _quieten_closed_tabs() -> None:
+    for name in ("tornado.application", "bokeh.server.protocol_handler"):
+        logger = logging.getLogger(name)
+        if _CLOSED_TAB_NOISE not in logger.filters:
+            logger.addFilter(_CLOSED_TAB_NOISE)
+
+
 def _register_pages() -> None:
     from distributed.dashboard import scheduler as dashboard
 
@@ -258,6 +289,7 @@ def _register_pages() -> None:
 
 
 _register_pages()  # at import: the dashboard is wired after preloads are imported
+_quieten_closed_tabs()
 
 
 def _name_in_more_menu(scheduler) -> None:
