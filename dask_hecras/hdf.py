@@ -120,7 +120,13 @@ def volume_error_percent(f: h5py.File, messages: str | None = None) -> float | N
     if va is not None and "Error Percent" in va.attrs:
         return float(np.asarray(va.attrs["Error Percent"]).ravel()[0])
     m = _VOLUME.search(compute_messages(f) if messages is None else messages)
-    return float(m.group(1)) if m else None
+    if m:
+        return float(m.group(1))
+    legacy = attr(f, "Results/Unsteady/Summary", "Vol Accounting Error Percentage")  # HEC-RAS 5.0.x
+    try:
+        return float(legacy) if legacy else None
+    except ValueError:
+        return None
 
 
 def meshes(f: h5py.File) -> list[tuple[str, int]]:

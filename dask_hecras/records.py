@@ -51,7 +51,7 @@ class PlanResult:
     exit_code: int | None = None
     run_seconds: float | None = None  # wall time of the engine process
     paused_seconds: float = 0.0  # of which suspended by the owner policy
-    validation: str = ""  # validate()'s status: succeeded, failed, incomplete, corrupt, missing
+    validation: str = ""  # validate()'s status: succeeded, failed, incomplete, corrupt, missing, not-results, unjudged
     retryable: bool = False  # running again may help (cut short, not judged a failure)
     problem: str = ""  # what kind of failure: input, staging, engine-not-found, timeout, cancelled, run, landing, lost
     host: str = field(default_factory=socket.gethostname)

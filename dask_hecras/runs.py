@@ -30,6 +30,7 @@ from .pipeline import ENGINE_MARK, LANDED_MARK, land_from, new_result, read_mark
 from .project import Plan, ProjectError
 from .records import PlanResult
 from .slots import update_slots
+from .validation import NOT_THE_MACHINE
 from .staging import STAGED_BY, process_gone, project_in, remove, scratch_root, this_process
 
 log = logging.getLogger("dask_hecras")
@@ -240,7 +241,7 @@ def _after_run(result: PlanResult, root: Path) -> None:
         return
     if result.problem in ("cancelled", "landing"):
         return  # stopped on purpose, or the share's fault: no verdict on the machine
-    if result.ok or result.problem in ("input", "") or result.validation == "failed":
+    if result.ok or result.problem in ("input", "") or result.validation in NOT_THE_MACHINE:
         worker._hecras_failures_in_a_row = 0  # a success, or the model's fault, not the machine's
         return
     count = getattr(worker, "_hecras_failures_in_a_row", 0) + 1
