@@ -28,6 +28,7 @@ _EXPORTS = {
     "local_cluster": "batch",
     "combine": "results",
     "open_results": "results",
+    "to_geodataframe": "maps",
 }
 
 __all__ = list(_EXPORTS)

@@ -17,6 +17,14 @@ Outcomes: success, unstable, crash, hang, no-results, truncated. A plan may also
 long the front process goes on after the results file is final (Ras.exe's post-processing,
 such as RAS Mapper's stored maps), when killing the engine no longer loses the results.
 
+The water is computed, not drawn at random (see :class:`MeshFlow`): the flow file's inflow
+hydrographs raise a flood level that slopes down each mesh's valley, so a bigger storm wets more
+cells, a plan titled "Dam break ..." floods most of the mesh, dry cells keep their water surface
+at the bed, and boundary-condition lines carry the hydrograph in (stage and flow per line and per
+face, in HEC-RAS 6.6's layout). A plan asks for additional 2D output as HEC-RAS 6.x plans do,
+one ``HDF Additional Output Variable=<name>`` line each; the fake writes ``Cell Velocity``
+(``Cell Velocity - Velocity X|Y``), ``Cell Hydraulic Depth`` and ``Face Shear Stress``.
+
 With ``$FAKE_RAS_JOURNAL`` set, the helper appends one line to that file when it starts
 computing and one when its results are final (``start``/``end``, the plan, the outcome, the
 folder, its pid): tests count from it how often an engine really ran, and to what end.
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -105,7 +114,36 @@ class Mesh:
     cell_count: int  # real cells
     total_cells: int  # with ghost cells
     faces: int
-    bed: np.ndarray  # (total_cells,)
+    bed: np.ndarray  # (total_cells,): a ghost cell has its real neighbour's bed
+    xy: np.ndarray | None = None  # (total_cells, 2) cell centres
+    face_cells: np.ndarray | None = None  # (faces, 2): cell 0, cell 1
+    face_normals: np.ndarray | None = None  # (faces, 2): unit normal, from cell 0 to cell 1
+    face_lengths: np.ndarray | None = None  # (faces,)
+    manning: float = 0.06
+    geometry: tuple | None = None  # a made-up mesh's (examples.MeshGeometry, [examples.BoundaryLine]), written as geometry
+
+
+@dataclass
+class BoundaryLine:
+    """A boundary-condition line of the geometry and the mesh faces it covers."""
+
+    name: str
+    mesh: str
+    type: str
+    faces: np.ndarray
+
+
+@dataclass
+class FlowBoundary:
+    """One ``Boundary Location=`` block of an unsteady flow file."""
+
+    river: str
+    reach: str
+    station: str
+    mesh: str  # storage area or 2D flow area
+    line: str  # boundary-condition line
+    interval: timedelta | None = None
+    flow: np.ndarray | None = None  # the Flow Hydrograph= values, from the simulation start
 
 
 def _b(text: str) -> np.bytes_:
@@ -136,29 +174,219 @@ def _task_time(seconds: float) -> str:
 
 
 def read_meshes(geometry_hdf: Path) -> list[Mesh]:
+    """The geometry's 2D meshes: bed, cell centres and faces (whatever of them the file has)."""
     if not geometry_hdf.is_file():
         return []
     meshes = []
     with h5py.File(geometry_hdf, "r") as g:
         if "Geometry/2D Flow Areas/Attributes" not in g:
             return []
-        for row in g["Geometry/2D Flow Areas/Attributes"][()]:
+        table = g["Geometry/2D Flow Areas/Attributes"][()]
+        for row in table:
             name = row["Name"].decode().strip()
             group = g[f"Geometry/2D Flow Areas/{name}"]
+            count = int(row["Cell Count"])
             bed = group["Cells Minimum Elevation"][()].astype("float64")
-            faces = group["Faces FacePoint Indexes"].shape[0]
+            get = lambda key: group[key][()] if key in group else None  # noqa: E731
+            xy = get("Cells Center Coordinate")
+            face_cells = get("Faces Cell Indexes")
+            normals = get("Faces NormalUnitVector and Length")
+            faces = group["Faces FacePoint Indexes"].shape[0] if "Faces FacePoint Indexes" in group else (
+                len(face_cells) if face_cells is not None else 0)
+            if face_cells is not None:  # a ghost cell (no bed of its own) takes its real neighbour's
+                ghost = face_cells[:, 1] >= count
+                bed[face_cells[ghost, 1]] = np.where(np.isfinite(bed[face_cells[ghost, 1]]),
+                                                     bed[face_cells[ghost, 1]], bed[face_cells[ghost, 0]])
             finite = np.isfinite(bed)
-            fill = float(np.mean(bed[finite])) if finite.any() else 100.0
-            bed = np.where(finite, bed, fill)
-            meshes.append(Mesh(name, int(row["Cell Count"]), len(bed), faces, bed))
+            bed = np.where(finite, bed, float(np.mean(bed[finite])) if finite.any() else 100.0)
+            manning = float(row["Mann"]) if "Mann" in table.dtype.names and np.isfinite(row["Mann"]) else 0.06
+            meshes.append(Mesh(name, count, len(bed), faces, bed, xy=xy, face_cells=face_cells,
+                               face_normals=None if normals is None else normals[:, :2].astype("float64"),
+                               face_lengths=None if normals is None else normals[:, 2].astype("float64"),
+                               manning=manning))
     return meshes
 
 
-def big_mesh(cells: int) -> Mesh:
-    ghost = max(1, int(cells ** 0.5) * 4)
-    total = cells + ghost
-    bed = 100.0 + 5.0 * np.sin(np.arange(total) / 500.0)
-    return Mesh("Big Mesh", cells, total, 2 * cells + int(cells ** 0.5) * 2, bed)
+def grid_shape(cells: int) -> tuple[int, int]:
+    """``(nx, ny)`` with ``nx * ny == cells``, as square as the number allows, longer west to east."""
+    ny = max(d for d in range(1, int(cells ** 0.5) + 1) if cells % d == 0)
+    return cells // ny, ny
+
+
+def big_mesh(cells: int) -> tuple[Mesh, list[BoundaryLine]]:
+    """A regular mesh of exactly ``cells`` cells with the demo's valley for terrain, and its
+    upstream and downstream boundary lines (benchmarks: ``--cells``)."""
+    from .examples import grid_boundary_lines, grid_mesh
+
+    nx, ny = grid_shape(cells)
+    geometry = grid_mesh(nx, ny, name="Big Mesh")
+    d = geometry.datasets
+    bed = d["Cells Minimum Elevation"].astype("float64")
+    face_cells = d["Faces Cell Indexes"]
+    ghost = face_cells[:, 1] >= cells
+    bed[face_cells[ghost, 1]] = bed[face_cells[ghost, 0]]
+    normals = d["Faces NormalUnitVector and Length"]
+    outline = grid_boundary_lines(geometry, nx, ny)
+    mesh = Mesh(geometry.name, cells, len(bed), len(face_cells), bed, xy=d["Cells Center Coordinate"],
+                face_cells=face_cells, face_normals=normals[:, :2].astype("float64"),
+                face_lengths=normals[:, 2].astype("float64"), geometry=(geometry, outline))
+    return mesh, [BoundaryLine(line.name, line.mesh, line.type, line.faces) for line in outline]
+
+
+def read_boundary_lines(geometry_hdf: Path) -> list[BoundaryLine]:
+    """The geometry's boundary-condition lines with their faces (``External Faces``, ``Internal Faces``)."""
+    if not geometry_hdf.is_file():
+        return []
+    with h5py.File(geometry_hdf, "r") as g:
+        base = "Geometry/Boundary Condition Lines"
+        if f"{base}/Attributes" not in g:
+            return []
+        table = g[f"{base}/Attributes"][()]
+        names = table.dtype.names
+        mesh_field = next((f for f in ("SA-2D", "SA/2D") if f in names), None)
+        faces = [g[f"{base}/{t}"][()] for t in ("External Faces", "Internal Faces") if f"{base}/{t}" in g]
+        out = []
+        for i, row in enumerate(table):
+            ids = [rows["Face Index"][rows["BC Line ID"] == i] for rows in faces]
+            out.append(BoundaryLine(row["Name"].decode(errors="replace").strip(),
+                                    row[mesh_field].decode(errors="replace").strip() if mesh_field else "",
+                                    row["Type"].decode(errors="replace").strip() if "Type" in names else "External",
+                                    np.concatenate(ids).astype("int64") if ids else np.empty(0, "int64")))
+        return out
+
+
+def read_flow_boundaries(flow_text: str) -> list[FlowBoundary]:
+    """The boundary blocks of an unsteady flow file, with their flow hydrographs (tables of
+    8-character fields, 10 to a line)."""
+    from .project import parse_interval
+
+    out: list[FlowBoundary] = []
+    lines = flow_text.splitlines()
+    k = 0
+    while k < len(lines):
+        line = lines[k]
+        k += 1
+        if line.startswith("Boundary Location="):
+            fields = [f.strip() for f in line.split("=", 1)[1].split(",")] + [""] * 9
+            out.append(FlowBoundary(fields[0], fields[1], fields[2], fields[5], fields[7]))
+        elif out and line.startswith("Interval="):
+            out[-1].interval = parse_interval(line.split("=", 1)[1])
+        elif out and line.startswith("Flow Hydrograph="):
+            try:
+                count = int(line.split("=", 1)[1].split()[0])
+            except (IndexError, ValueError):
+                continue
+            values: list[float] = []
+            while len(values) < count and k < len(lines) and "=" not in lines[k]:
+                row = lines[k]
+                values += [float(row[i:i + 8]) for i in range(0, len(row), 8) if row[i:i + 8].strip()]
+                k += 1
+            out[-1].flow = np.array(values[:count], dtype="float64")
+    return out
+
+
+ADDITIONAL_OUTPUT_KEY = "HDF Additional Output Variable"
+ADDITIONAL_OUTPUT = ("Cell Velocity", "Cell Hydraulic Depth", "Face Shear Stress")  # the ones the fake writes
+
+
+def additional_outputs(plan_text: str) -> list[str]:
+    """The extra 2D time series a plan asks for: HEC-RAS 6.x writes one
+    ``HDF Additional Output Variable=<name>`` line per variable into the ``.pNN``."""
+    from .project import key_values
+
+    asked = [v.strip() for k, v in key_values(plan_text) if k == ADDITIONAL_OUTPUT_KEY]
+    return [v for v in ADDITIONAL_OUTPUT if v in asked]
+
+
+G = 9.81
+FT = 0.3048  # metres per foot
+CFS = FT ** 3  # m3/s per cfs
+CELERITY = 1.0  # m/s: how fast the flood travels down a mesh
+DEPTH_PER_FLOW = 0.019  # m per (m3/s)^0.6: the channel's depth at a flow (2,500 m3/s → 2.1 m)
+
+
+class MeshFlow:
+    """The water on one mesh: a flood level sloping down the valley, rising with the inflow.
+
+    The valley is the plane fitted to the cells' bed; what lies above it is each cell's height
+    above the channel (``relief``, 0 in the channel). At time ``t`` a cell at ``s`` metres
+    downstream holds ``max(D(t - s / CELERITY) - relief, 0)`` of water, ``D`` being the channel's
+    depth (from the inflow, plus a breach wave in a dam-break plan). Dry cells keep their water
+    surface at the bed, as HEC-RAS writes them. Velocities follow Manning on the valley slope.
+    """
+
+    def __init__(self, mesh: Mesh, run: "Run"):
+        self.mesh, self.run = mesh, run
+        real = slice(0, mesh.cell_count)
+        bed = mesh.bed
+        to_m = 1.0 if run.si else FT
+        if mesh.xy is not None and mesh.cell_count >= 3:
+            xy = np.asarray(mesh.xy, dtype="float64")
+            centre = xy[real].mean(axis=0)
+            local = xy - centre
+            a = np.column_stack([np.ones(mesh.cell_count), local[real]])
+            coef = np.linalg.lstsq(a, bed[real], rcond=None)[0]
+            trend = coef[0] + local @ coef[1:]
+            gradient = coef[1:]
+            slope = float(np.hypot(*gradient))
+            self.direction = -gradient / slope if slope > 0 else np.array([1.0, 0.0])
+            s = local @ self.direction
+            distance = (s - s[real].min()) * to_m
+        else:
+            trend, slope, self.direction = np.zeros_like(bed), 0.001, np.array([1.0, 0.0])
+            distance = np.zeros_like(bed)
+        self.slope = float(np.clip(slope, 1e-4, 0.02))
+        relief = bed - trend
+        self.relief = np.maximum(relief - relief[real].min(), 0.0)
+        self.lag = distance / CELERITY  # seconds
+        self.breach = 0.0
+        if run.dam_break:  # a wave that floods nearly all of the mesh
+            self.breach = 1.1 * float(np.percentile(self.relief[real], 95)) + 0.5 / to_m
+        normals = mesh.face_normals
+        if normals is None and mesh.face_cells is not None and mesh.xy is not None:
+            d = mesh.xy[mesh.face_cells[:, 1]] - mesh.xy[mesh.face_cells[:, 0]]
+            normals = d / np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-9)[:, None]
+        self.face_flow_share = None if normals is None else normals @ self.direction  # (faces,)
+
+    def channel_depth(self, seconds: np.ndarray) -> np.ndarray:
+        """``D``: the channel's depth (length units) at times ``seconds`` after the start."""
+        return self.run.storm_depth(seconds) + self.breach * self.run.breach_wave(seconds)
+
+    def channel_flow(self, seconds: np.ndarray) -> np.ndarray:
+        """The flow carried at depth :meth:`channel_depth` (the inflow, plus the breach's)."""
+        run = self.run
+        if not self.breach:
+            return run.inflow(seconds)
+        extra = run.flow_of_depth(self.channel_depth(seconds)) - run.flow_of_depth(run.storm_depth(seconds))
+        return run.inflow(seconds) + np.maximum(extra, 0.0)
+
+    def depth(self, seconds: np.ndarray, cells=slice(None)) -> np.ndarray:
+        """(times, cells) water depth."""
+        t = np.asarray(seconds, dtype="float64")[:, None] - self.lag[cells][None, :]
+        return np.maximum(self.channel_depth(t) - self.relief[cells][None, :], 0.0)
+
+    def speed(self, depth: np.ndarray) -> np.ndarray:
+        """Manning's velocity at a depth on the valley slope (velocity units)."""
+        si = self.run.si
+        h = depth * (1.0 if si else FT)
+        v = np.power(h, 2.0 / 3.0) * np.sqrt(self.slope) / self.mesh.manning
+        return v if si else v / FT
+
+    def face_depth(self, depth: np.ndarray) -> np.ndarray:
+        c = self.mesh.face_cells
+        return 0.5 * (depth[:, c[:, 0]] + depth[:, c[:, 1]])
+
+    def face_velocity(self, depth: np.ndarray) -> np.ndarray:
+        """Velocity normal to each face (positive from cell 0 to cell 1)."""
+        return self.speed(self.face_depth(depth)) * self.face_flow_share[None, :]
+
+    def shear_stress(self, depth: np.ndarray) -> np.ndarray:
+        """Bed shear stress on each face, rho g n² V² / h^(1/3) (N/m² or lb/ft²)."""
+        h = self.face_depth(depth) * (1.0 if self.run.si else FT)
+        v = self.speed(self.face_depth(depth)) * (1.0 if self.run.si else FT)
+        tau = 1000.0 * G * self.mesh.manning ** 2 * v ** 2 / np.cbrt(np.maximum(h, 1e-6))
+        tau = np.where(h > 0, tau, 0.0)
+        return tau if self.run.si else tau * 0.020885434
 
 
 def read_cross_sections(geometry_text: str) -> list[tuple[str, str, str]]:
@@ -222,34 +450,87 @@ class Run:
         self.messages_file = self.folder / f"{self.name}.{self.plan.id}.computeMsgs.txt"
         geometry_hdf = Path(str(self.plan.geometry_file) + ".hdf")
         self.geometry_hdf = geometry_hdf
-        self.meshes = [big_mesh(behaviour.cells)] if behaviour.cells else read_meshes(geometry_hdf)
+        self.additional = additional_outputs(read_text(plan_file, prj))
+        big = bool(behaviour.cells)  # the geometry's reference and boundary lines lie in meshes the big one replaces
+        if big:
+            mesh, self.bc_lines = big_mesh(behaviour.cells)
+            self.meshes = [mesh]
+        else:
+            self.meshes = read_meshes(geometry_hdf)
+            self.bc_lines = read_boundary_lines(geometry_hdf)
         geometry_text = self.plan.geometry_file.read_text(encoding=text_encoding(), errors="replace")
         self.cross_sections = read_cross_sections(geometry_text)
-        big = bool(behaviour.cells)  # the geometry's reference lines lie in meshes the big one replaces
         self.reflines = [] if big else read_reference(geometry_hdf, "Reference Lines")
         self.refpoints = [] if big else read_reference(geometry_hdf, "Reference Points")
         self.flow_text = self.plan.flow_file.read_text(encoding=text_encoding(), errors="replace")
         seed = zlib.crc32(f"{self.name}|{self.plan.id}|{self.plan.title}|{self.plan.flow}".encode())
         self.rng = np.random.default_rng(seed)
-        self.peak = float(self.rng.uniform(1.0, 6.0))  # peak depth scale
         self.start = self.plan.start or datetime(2000, 1, 1)
         self.end = self.plan.end or self.start + timedelta(days=1)
         interval = self.plan.output_interval or self.plan.mapping_interval or timedelta(hours=1)
         steps = behaviour.steps or int((self.end - self.start) / interval) + 1
         self.steps = max(2, steps)
-        span = (self.end - self.start).total_seconds()
-        self.times_days = np.linspace(0.0, span / 86400.0, self.steps)
+        self.span = (self.end - self.start).total_seconds()
+        self.times_days = np.linspace(0.0, self.span / 86400.0, self.steps)
         self.length_unit = "m" if self.si else "ft"
         self.velocity_unit = "m/s" if self.si else "ft/s"
         self.flow_unit = "m3/s" if self.si else "cfs"
         self.started_wall = datetime.now()
+        # The storm: the plan's inflow hydrographs; a dam-break plan adds a breach wave, a
+        # roughness plan ("Roughness +20%") deepens (or lowers) the water as Manning does.
+        title = self.plan.title.lower()
+        self.dam_break = "dam break" in title or "dam-break" in title
+        m = re.search(r"roughness\s*([+-])\s*(\d+(?:\.\d+)?)\s*%", title)
+        self.roughness = 1.0 + (1 if m.group(1) == "+" else -1) * float(m.group(2)) / 100 if m else 1.0
+        self.boundaries = [] if self.plan.steady else read_flow_boundaries(self.flow_text)
+        self._inflow_table()
+        self.peak = float(self.storm_depth(self.inflow_t[[int(np.argmax(self.inflow_q))]])[0])  # depth scale
 
     # --- values ---------------------------------------------------------------------
 
+    def _inflow_table(self) -> None:
+        """The total inflow (flow units) against seconds from the start: the flow file's
+        hydrographs summed, or a storm of 1000 passing when it has none."""
+        series = []
+        for b in self.boundaries:
+            if b.flow is not None and len(b.flow):
+                step = (b.interval or timedelta(hours=1)).total_seconds()
+                series.append((np.arange(len(b.flow)) * step, b.flow))
+        if not series:
+            t = np.linspace(0.0, max(self.span, 1.0), 49)
+            x = t / max(self.span, 1.0)
+            series = [(t, 1000.0 * (np.sin(np.pi * np.clip(x * 1.3, 0, 1)) ** 2 * 0.95 + 0.05))]
+        grid = np.unique(np.concatenate([t for t, _ in series]))
+        self.inflow_t = grid
+        self.inflow_q = np.maximum(sum(np.interp(grid, t, q) for t, q in series), 0.0)
+
+    def inflow(self, seconds) -> np.ndarray:
+        return np.interp(seconds, self.inflow_t, self.inflow_q)
+
+    def depth_of_flow(self, flow) -> np.ndarray:
+        """The channel's depth (length units) at a flow (flow units), Manning-like: D ∝ Q^0.6."""
+        q = np.maximum(np.asarray(flow, dtype="float64"), 0.0) * (1.0 if self.si else CFS)
+        d = DEPTH_PER_FLOW * q ** 0.6 * self.roughness ** 0.6
+        return d if self.si else d / FT
+
+    def flow_of_depth(self, depth) -> np.ndarray:
+        d = np.maximum(np.asarray(depth, dtype="float64"), 0.0) * (1.0 if self.si else FT)
+        q = (d / (DEPTH_PER_FLOW * self.roughness ** 0.6)) ** (1 / 0.6)
+        return q if self.si else q / CFS
+
+    def storm_depth(self, seconds) -> np.ndarray:
+        return self.depth_of_flow(self.inflow(seconds))
+
+    def breach_wave(self, seconds) -> np.ndarray:
+        """0 → 1 → 0: the breach opens 15 % into the run, peaks 5 % later, recedes over 25 %."""
+        x = np.asarray(seconds, dtype="float64") - 0.15 * self.span
+        rise, fall = 0.05 * self.span, 0.25 * self.span
+        return np.where(x < 0, 0.0, np.where(x < rise, x / max(rise, 1e-9), np.exp(-(x - rise) / max(fall, 1e-9))))
+
     def hydrograph(self) -> np.ndarray:
-        """0 → 1 → small, over the run: a storm passing."""
-        x = np.linspace(0.0, 1.0, self.steps)
-        return np.sin(np.pi * np.clip(x * 1.3, 0, 1)) ** 2 * 0.95 + 0.05
+        """The inflow at the output times, as a fraction of its peak."""
+        q = self.inflow(self.times_days * 86400.0)
+        return q / max(float(self.inflow_q.max()), 1e-9)
 
     def depth_shape(self, n: int, salt: int) -> np.ndarray:
         r = np.random.default_rng(zlib.crc32(f"{self.plan.id}|{salt}".encode()))
@@ -257,18 +538,37 @@ class Run:
 
     # --- files ----------------------------------------------------------------------
 
+    def projection(self) -> str:
+        """The project's coordinate system as HEC-RAS puts it on the results: the geometry
+        HDF's ``Projection``, else the projection file the project's RAS Mapper file names."""
+        if self.geometry_hdf.is_file():
+            with h5py.File(self.geometry_hdf, "r") as g:
+                value = g.attrs.get("Projection")
+                if value is not None:
+                    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        for rasmap in sorted(self.folder.glob("*.rasmap")):
+            m = re.search(r'<RASProjectionFilename\s+Filename="([^"]+)"', rasmap.read_text(errors="replace"))
+            if m:
+                candidate = self.folder.joinpath(*[p for p in re.split(r"[\\/]", m.group(1)) if p not in ("", ".")])
+                if candidate.is_file():
+                    return candidate.read_text(errors="replace").strip()
+        return ""
+
     def write_start(self) -> None:
         """What HEC-RAS has written into the tmp.hdf by the time the solver starts."""
         with h5py.File(self.tmp, "w") as f:
             f.attrs["File Type"] = _b("HEC-RAS Results")
             f.attrs["File Version"] = _b(FILE_VERSION)
+            projection = self.projection()
+            if projection:
+                f.attrs["Projection"] = _b(projection)
             f.attrs["Units System"] = _b("SI Units" if self.si else "US Customary")
             if self.geometry_hdf.is_file() and not self.behaviour.cells:
                 with h5py.File(self.geometry_hdf, "r") as g:
                     if "Geometry" in g:
                         g.copy("Geometry", f)
             else:
-                self._write_mesh_attributes(f)
+                self._write_synthetic_geometry(f)
             info = f.require_group("Plan Data/Plan Information")
             p = self.plan
             for key, value in {
@@ -289,12 +589,20 @@ class Run:
             ev.attrs["Completed Successfully"] = _b("False")
             ev.require_group("Steady" if p.steady else "Unsteady")
 
-    def _write_mesh_attributes(self, f: h5py.File) -> None:
-        if not self.meshes:
+    def _write_synthetic_geometry(self, f: h5py.File) -> None:
+        """The geometry of meshes made up here (``--cells``): a real, regular mesh."""
+        from .examples import write_2d_flow_areas, write_boundary_lines
+
+        made = [m.geometry for m in self.meshes if m.geometry is not None]
+        if not made:
             return
-        dt = np.dtype([("Name", "S16"), ("Cell Count", "<i4")])
-        table = np.array([(m.name.encode(), m.cell_count) for m in self.meshes], dtype=dt)
-        f.create_dataset("Geometry/2D Flow Areas/Attributes", data=table)
+        g = f.require_group("Geometry")
+        write_2d_flow_areas(g, [mesh for mesh, _ in made])
+        lines = [line for _, mesh_lines in made for line in mesh_lines]
+        if lines:
+            write_boundary_lines(g, lines)
+        for m in self.meshes:  # written: the arrays the water needs stay on the mesh, the others go
+            m.geometry = None
 
     def write_unsteady_results(self, f: h5py.File, until_step: int | None = None) -> dict:
         """Time series and their summaries; returns per-run figures for the messages."""
@@ -308,8 +616,10 @@ class Run:
         ts.create_dataset("Time Date Stamp (ms)", data=np.array([_stamp(t, ms=True).encode() for t in stamps], dtype="S23"))
         ts.create_dataset("Time Step", data=np.full(n, (self.plan.computation_interval or timedelta(seconds=20)).total_seconds(), "float32"))
         worst = (0.0, "", 0)
+        self.flows = {mesh.name: MeshFlow(mesh, self) for mesh in self.meshes}
         for i, mesh in enumerate(self.meshes):
-            worst = max(worst, self._write_mesh(f, ts, mesh, hydro, times, salt=i), key=lambda w: w[0])
+            worst = max(worst, self._write_mesh(f, ts, mesh, self.flows[mesh.name], times), key=lambda w: w[0])
+        self._write_boundary_lines(ts, times)
         if self.cross_sections:
             self._write_cross_sections_unsteady(f, ts, hydro)
         for kind, items, names in (
@@ -320,51 +630,84 @@ class Run:
                 g = ts.require_group(kind)
                 g.create_dataset("Name", data=np.array([f"{name}|{mesh}".encode() for name, mesh, _ in items]))
                 for var in names:
-                    columns = [self._reference_series(var, mesh, cell, hydro, k) for k, (_, mesh, cell) in enumerate(items)]
+                    columns = [self._reference_series(var, mesh, cell, times, hydro) for _, mesh, cell in items]
                     d = g.create_dataset(var, data=np.column_stack(columns).astype("float32"))
                     d.attrs["Units"] = _b(self._unit(var))
         return {"worst": worst}
 
-    def _reference_series(self, var: str, mesh_name: str, cell: int, hydro: np.ndarray, k: int) -> np.ndarray:
-        """A reference line or point follows the water of the mesh cell it lies in."""
-        for salt, mesh in enumerate(self.meshes):
-            if mesh.name == mesh_name:
-                c = min(max(cell, 0), mesh.total_cells - 1)
-                depth = hydro * self.depth_shape(mesh.total_cells, salt)[c] * self.peak
-                if var == "Water Surface":
-                    return mesh.bed[c] + depth
-                return depth * (40.0 + 10 * k if var == "Flow" else 0.5)
-        return hydro * self.peak * (100.0 if var == "Flow" else 1.0)
+    def _reference_series(self, var: str, mesh_name: str, cell: int, times: np.ndarray, hydro: np.ndarray) -> np.ndarray:
+        """A reference point follows the water of the cell it lies in; a reference line (no
+        cell) that of the cell halfway down its mesh, and carries the flood's flow there."""
+        flow = getattr(self, "flows", {}).get(mesh_name)
+        if flow is None:
+            return hydro * self.peak * (100.0 if var == "Flow" else 1.0)
+        mesh = flow.mesh
+        if cell < 0 or cell >= mesh.cell_count:
+            lags = flow.lag[: mesh.cell_count]
+            cell = int(np.argmin(np.abs(lags - np.median(lags))))
+        seconds = times * 86400.0
+        depth = flow.depth(seconds, [cell])[:, 0]
+        if var == "Water Surface":
+            return mesh.bed[cell] + depth
+        if var == "Velocity":
+            return flow.speed(depth)
+        return flow.channel_flow(seconds - flow.lag[cell])
 
     def _unit(self, var: str) -> str:
         return {"Flow": self.flow_unit, "Velocity": self.velocity_unit}.get(var, self.length_unit)
 
-    def _write_mesh(self, f, ts, mesh: Mesh, hydro, times, salt: int):
-        """Water surface and face velocity, row by row so big meshes stay small in memory."""
-        n = len(hydro)
-        shape_c = self.depth_shape(mesh.total_cells, salt) * self.peak
-        shape_f = self.depth_shape(mesh.faces, salt + 50) * self.peak
-        sign = np.where(self.depth_shape(mesh.faces, salt + 70) > 0.6, -1.0, 1.0)
+    def _write_mesh(self, f, ts, mesh: Mesh, flow: "MeshFlow", times):
+        """Water surface, face velocity and the additional output the plan asks for, row block
+        by row block so big meshes stay small in memory; then their summaries."""
+        n = len(times)
+        seconds = times * 86400.0
+        has_faces = flow.face_flow_share is not None and len(flow.face_flow_share) == mesh.faces
         cols_c = min(mesh.total_cells, 1 << 18)
-        cols_f = min(mesh.faces, 1 << 18)
-        rows = lambda cols: max(1, min(n, (1 << 20) // (4 * cols)))  # ~1 MB chunks, like HEC-RAS
+        cols_f = max(1, min(mesh.faces, 1 << 18))
+        rows = lambda cols: max(1, min(n, (1 << 20) // (4 * cols)))  # ~1 MB chunks, like HEC-RAS  # noqa: E731
         g = ts.require_group(f"2D Flow Areas/{mesh.name}")
-        ws = g.create_dataset("Water Surface", shape=(n, mesh.total_cells), dtype="float32",
-                              chunks=(rows(cols_c), cols_c), compression="gzip", compression_opts=1)
-        ws.attrs["Units"] = _b(self.length_unit)
-        fv = g.create_dataset("Face Velocity", shape=(n, mesh.faces), dtype="float32",
-                              chunks=(rows(cols_f), cols_f), compression="gzip", compression_opts=1)
-        fv.attrs["Units"] = _b(self.velocity_unit)
+
+        def series(name: str, cells: bool, unit: str):
+            cols = cols_c if cells else cols_f
+            d = g.create_dataset(name, shape=(n, mesh.total_cells if cells else mesh.faces), dtype="float32",
+                                 chunks=(rows(cols), cols), compression="gzip", compression_opts=1)
+            d.attrs["Units"] = _b(unit)
+            return d
+
+        ws = series("Water Surface", True, self.length_unit)
+        fv = series("Face Velocity", False, self.velocity_unit)
+        extra = {}
+        if "Cell Velocity" in self.additional:
+            extra["Cell Velocity - Velocity X"] = series("Cell Velocity - Velocity X", True, self.velocity_unit)
+            extra["Cell Velocity - Velocity Y"] = series("Cell Velocity - Velocity Y", True, self.velocity_unit)
+        if "Cell Hydraulic Depth" in self.additional:
+            extra["Cell Hydraulic Depth"] = series("Cell Hydraulic Depth", True, self.length_unit)
+        if "Face Shear Stress" in self.additional and has_faces:
+            extra["Face Shear Stress"] = series("Face Shear Stress", False, "N/m^2" if self.si else "lb/ft^2")
         stats = {k: None for k in ("wmax", "wmax_t", "wmin", "wmin_t", "vmax", "vmax_t", "vmin", "vmin_t")}
         block = rows(cols_c)
         for lo in range(0, n, block):
             hi = min(n, lo + block)
-            w = (mesh.bed[None, :] + hydro[lo:hi, None] * shape_c[None, :]).astype("float32")
-            v = (sign[None, :] * hydro[lo:hi, None] * shape_f[None, :] * 1.5
-                 + 0.01 * np.sin(np.arange(lo, hi)[:, None] + np.arange(mesh.faces)[None, :] % 7)).astype("float32")
+            depth = flow.depth(seconds[lo:hi])
+            w = (mesh.bed[None, :] + depth).astype("float32")
+            v = (flow.face_velocity(depth) if has_faces else np.zeros((hi - lo, mesh.faces))).astype("float32")
             ws[lo:hi] = w
             fv[lo:hi] = v
+            if extra:
+                speed = flow.speed(depth)
+                for name, d in extra.items():
+                    if name.endswith("Velocity X"):
+                        d[lo:hi] = (speed * flow.direction[0]).astype("float32")
+                    elif name.endswith("Velocity Y"):
+                        d[lo:hi] = (speed * flow.direction[1]).astype("float32")
+                    elif name == "Cell Hydraulic Depth":
+                        d[lo:hi] = depth.astype("float32")
+                    else:
+                        d[lo:hi] = flow.shear_stress(depth).astype("float32")
             for key, arr, fn in (("wmax", w, np.argmax), ("wmin", w, np.argmin), ("vmax", v, np.argmax), ("vmin", v, np.argmin)):
+                if arr.shape[1] == 0:
+                    stats[key], stats[key + "_t"] = np.zeros(0, "float32"), np.zeros(0)
+                    continue
                 idx = fn(arr, axis=0)
                 val = arr[idx, np.arange(arr.shape[1])]
                 t = times[lo:hi][idx]
@@ -379,15 +722,137 @@ class Run:
             ("Maximum Water Surface", "wmax", self.length_unit), ("Minimum Water Surface", "wmin", self.length_unit),
             ("Maximum Face Velocity", "vmax", self.velocity_unit), ("Minimum Face Velocity", "vmin", self.velocity_unit),
         ):
-            d = s.create_dataset(name, data=np.vstack([stats[key], stats[key + "_t"]]).astype("float32"),
+            data = np.vstack([stats[key], stats[key + "_t"]]).astype("float32")
+            d = s.create_dataset(name, data=data, compression="gzip", compression_opts=1)
+            self._summary_attributes(d, name, data, unit)
+        # How far the first time step moved from the initial conditions (HEC-RAS: "Starting Differences").
+        first_step = np.array([0.0, (self.plan.computation_interval or timedelta(seconds=20)).total_seconds()])
+        depth = flow.depth(first_step)
+        start_ws = mesh.bed[None, :] + depth
+        start_v = flow.face_velocity(depth) if has_faces else np.zeros((2, mesh.faces))
+        for name, pair, rows_, unit in (
+            ("Starting Differences WSE", start_ws, ("Prior Profile WSE", "First Time Step WSE"), self.length_unit),
+            ("Starting Differences Velocity", start_v, ("Prior Profile Velocity", "First Time Step Velocity"), self.velocity_unit),
+        ):
+            d = s.create_dataset(name, data=np.vstack([pair, pair[1] - pair[0]]).astype("float32"),
                                  compression="gzip", compression_opts=1)
-            d.attrs["Units per row"] = np.array([unit.encode(), b"days"], dtype="S16")
-        err = (self.rng.uniform(0, 0.009, mesh.total_cells)).astype("float32")
-        s.create_dataset("Cell Maximum Water Surface Error", data=np.vstack([err, np.zeros_like(err)]))
-        s.create_dataset("Cell Cumulative Iteration", data=np.zeros(mesh.total_cells, "float32"))
-        s.create_dataset("Cell Last Iteration", data=np.zeros(mesh.total_cells, "int32"))
+            d.attrs["Row0"], d.attrs["Row1"], d.attrs["Row2"] = _b(rows_[0]), _b(rows_[1]), _b("Difference")
+            d.attrs["Units"] = _b(unit)
+        del depth, start_ws, start_v
+        # Run health: small water-surface errors where the water went (0 on cells never wet),
+        # no cell at the iteration limit, a few cells last to converge now and then.
+        wet = stats["wmax"] > mesh.bed.astype("float32")
+        err = np.where(wet, self.rng.uniform(0, 0.009, mesh.total_cells), 0.0).astype("float32")
+        err_t = np.where(wet, stats["wmax_t"], 0.0).astype("float32")
+        d = s.create_dataset("Cell Maximum Water Surface Error", data=np.vstack([err, err_t]),
+                             compression="gzip", compression_opts=1)
+        self._summary_attributes(d, "Cell Maximum Water Surface Error", np.vstack([err, err_t]), self.length_unit)
+        d = s.create_dataset("Cell Cumulative Iteration", data=np.zeros(mesh.total_cells, "float32"),
+                             compression="gzip", compression_opts=1)
+        self._summary_attributes(d, "Cell Cumulative Iteration", d[()][None, :], "Iterations")
+        last = np.where(wet, self.rng.poisson(0.05, mesh.total_cells), 0).astype("int32")
+        d = s.create_dataset("Cell Last Iteration", data=last, compression="gzip", compression_opts=1)
+        d.attrs["Cell"] = _b("Number of times given cell is last cell to converge or it went to max iterations")
+        d = s.create_dataset("Cell Cumulative Iter Lookup", data=np.array([[-1, -1]], "int32"))
+        d.attrs["Column 1"] = _b("Cell Number")
+        d.attrs["Column 2"] = _b("Cumulative number of Max Iterations")
+        d.attrs["Number of different Cells that went to Maximum Iterations"] = np.int32(0)
         cell = int(np.argmax(err[: mesh.cell_count])) if mesh.cell_count else 0
         return (float(err[cell]) if mesh.cell_count else 0.0, mesh.name, cell)
+
+    @staticmethod
+    def _summary_attributes(d, name: str, data: np.ndarray, unit: str) -> None:
+        """The attributes HEC-RAS 6.x puts on a 2D summary (read off BaldEagleDamBrk.p18.hdf)."""
+        values = data[0] if len(data) else data
+        vmax = np.float32(values.max()) if values.size else np.float32(0)
+        vmin = np.float32(values.min()) if values.size else np.float32(0)
+        tmax = np.float32(data[1].max()) if len(data) > 1 and data[1].size else np.float32(0)
+        tmin = np.float32(data[1].min()) if len(data) > 1 and data[1].size else np.float32(0)
+        a = d.attrs
+        if name.endswith("Water Surface"):  # Maximum / Minimum Water Surface
+            a["Max Time"], a["Max Value"], a["Min Time"], a["Min Value"] = tmax, vmax, tmin, vmin
+            a["Rows Variables"] = np.array([b"WSEL", b"Time"], dtype="S16")
+            a["Units"] = np.array([unit.encode(), b"days"], dtype="S16")
+            a["Units per row"] = np.array([unit.encode(), b"days"], dtype="S16")
+            return
+        a["Can Interpolate"] = _b("True" if "Velocity" in name else "False")
+        a["Can Plot"] = _b("False" if "Velocity" in name else "True")
+        a["Coverage"] = _b("Average")
+        a["Location"] = _b("Faces" if "Face" in name else "Cells")
+        a["Maximum Value of Data Set"], a["Minimum Value of Data Set"] = vmax, vmin
+        a["Orientation"] = _b("Scalar")
+        a["Row"] = np.int32(0)
+        a["Units"] = _b(unit)
+        if "Velocity" in name:
+            a["Name"] = _b("Face Velocity Maximum" if name.startswith("Maximum") else "Face Velocity Minimum")
+            a["Max Time"], a["Min Time"], a["Min Value"] = tmax, tmin, vmin
+            a["Rows Variables"] = np.array([b"Velocity" if name.startswith("Maximum") else b"velocity", b"Time"], dtype="S16")
+            a["Units per row"] = np.array([unit.encode(), b"days"], dtype="S16")
+        elif name == "Cell Maximum Water Surface Error":
+            a["Name"] = _b("Water Surface Error Maximum")
+            a["Max Time"] = tmax
+            a["Row Variables"] = np.array([b"WSEL Error", b"Time"], dtype="S16")
+            a["Units per row"] = np.array([unit.encode(), b"days"], dtype="S16")
+        else:  # Cell Cumulative Iteration
+            a["Name"] = _b("Cumulative Max Iterations")
+            a["Cell"] = _b("Number of times given cell went to max iterations")
+
+    def _boundary_of(self, line: BoundaryLine) -> FlowBoundary | None:
+        """The flow file's block for a boundary line: same mesh and name, else the same name."""
+        for same_mesh in (True, False):
+            for b in self.boundaries:
+                if b.line.lower() == line.name.lower() and (not same_mesh or b.mesh.lower() == line.mesh.lower()):
+                    return b
+        return None
+
+    def _write_boundary_lines(self, ts, times: np.ndarray) -> None:
+        """Stage and flow of each boundary-condition line, whole and per face, in HEC-RAS 6.6's
+        layout (``2D Flow Areas/<mesh>/Boundary Conditions/<line>``; before 6.6 they sat in
+        ``Unsteady Time Series/Boundary Conditions``). A line with a flow hydrograph carries it
+        (interpolated onto the output times); the others let the flood out, sharing it. The
+        line's stage is the lowest water surface of the cells along it (the dry cells' is their
+        bed); its flow is split between its faces by conveyance (depth^5/3 × face length)."""
+        seconds = times * 86400.0
+        lines = []
+        for line in self.bc_lines:
+            flow = self.flows.get(line.mesh)
+            if flow is None or flow.mesh.face_cells is None:
+                continue
+            faces = line.faces[(line.faces >= 0) & (line.faces < len(flow.mesh.face_cells))]
+            if len(faces):
+                lines.append((line, flow, faces, self._boundary_of(line)))
+        outflows = sum(1 for *_, b in lines if b is None or b.flow is None or not len(b.flow))
+        for line, flow, faces, boundary in lines:
+            mesh = flow.mesh
+            fc = mesh.face_cells[faces]
+            cells = np.where(fc[:, 0] < mesh.cell_count, fc[:, 0], fc[:, 1])
+            depth = flow.depth(seconds, cells)
+            stage_per_face = mesh.bed[cells][None, :] + depth
+            stage = stage_per_face.min(axis=1)
+            if boundary is not None and boundary.flow is not None and len(boundary.flow):
+                step = (boundary.interval or timedelta(hours=1)).total_seconds()
+                q = np.interp(seconds, np.arange(len(boundary.flow)) * step, boundary.flow)
+            else:
+                q = flow.channel_flow(seconds - float(flow.lag[cells].mean())) / max(1, outflows)
+            lengths = mesh.face_lengths[faces] if mesh.face_lengths is not None else np.ones(len(faces))
+            weight = np.power(depth, 5.0 / 3.0) * lengths[None, :]
+            dry = weight.sum(axis=1) <= 0
+            weight[dry, int(np.argmin(mesh.bed[cells]))] = 1.0  # no water yet: it comes in at the lowest face
+            per_face = q[:, None] * weight / weight.sum(axis=1)[:, None]
+            g = ts.require_group(f"2D Flow Areas/{mesh.name}/Boundary Conditions")
+            name = line.name.replace("/", "_")
+            d = g.create_dataset(name, data=np.column_stack([stage, q]).astype("float32"),
+                                 compression="gzip", compression_opts=1)
+            d.attrs["2D Area"] = _b(mesh.name)
+            d.attrs["Columns"] = np.array([b"Stage", b"Flow"], dtype="S16")
+            d.attrs["Flow"] = _b(self.flow_unit)
+            d.attrs["Stage"] = _b(self.length_unit)
+            for suffix, data, unit in ((" - Flow per Face", per_face, self.flow_unit),
+                                       (" - Stage per Face", stage_per_face, self.length_unit)):
+                d = g.create_dataset(name + suffix, data=data.astype("float32"), compression="gzip", compression_opts=1)
+                d.attrs["2D Area"] = _b(mesh.name)
+                d.attrs["Faces"] = faces.astype("int32")
+                d.attrs["Units"] = _b(unit)
 
     def _write_cross_sections_unsteady(self, f, ts, hydro) -> None:
         n_xs = len(self.cross_sections)
@@ -408,6 +873,10 @@ class Run:
         return np.array([(r.encode()[:16], c.encode()[:16], s.encode()[:8], b"") for r, c, s in self.cross_sections], dtype=dt)
 
     def write_steady_results(self, f: h5py.File) -> None:
+        """Steady profiles: water surface, flow and energy grade per profile and cross section,
+        and the additional variables a floodplain map needs (velocities, flow area, the
+        encroachment stations at the edges of the flow). Depth and velocity follow Manning
+        on a wide channel; velocity × area gives back the flow."""
         names = profile_names(self.flow_text)
         xs = self.cross_sections or [("Fake River", "Reach 1", f"{1000 - 10 * i}.") for i in range(10)]
         if not self.cross_sections:
@@ -419,15 +888,27 @@ class Run:
         scale = np.linspace(0.5, 1.0, len(names))[:, None]
         shape = self.depth_shape(n_xs, salt=300) * self.peak
         bed = 900.0 - np.arange(n_xs) * 0.05
-        ws = bed[None, :] + scale * shape[None, :]
+        depth = np.maximum(scale * shape[None, :], 0.05 * self.peak)
+        ws = bed[None, :] + depth
         flow = scale * 1000.0 * np.ones(n_xs)[None, :]
-        for var, data, label, unit in (
-            ("Water Surface", ws, "Stage", self.length_unit),
+        to_m = 1.0 if self.si else FT
+        v_total = np.power(depth * to_m, 2.0 / 3.0) * np.sqrt(0.001) / 0.035 / to_m
+        area = flow / v_total
+        top_width = area / depth
+        centre = float(np.ceil(top_width.max() / 200.0) * 100.0) + 100.0  # the channel's station: stations stay positive
+        unit = self.length_unit
+        for var, data, label, u in (
+            ("Water Surface", ws, "Stage", unit),
             ("Flow", flow, "Flow", self.flow_unit),
-            ("Energy Grade", ws + 0.05 * scale, "Energy Grade", self.length_unit),
+            ("Energy Grade", ws + v_total ** 2 / (2 * G / to_m), "Stage", unit),  # HEC-RAS labels it so
+            ("Additional Variables/Velocity Total", v_total, "Total Velocity", self.velocity_unit),
+            ("Additional Variables/Velocity Channel", v_total * 1.15, "Channel Velocity", self.velocity_unit),
+            ("Additional Variables/Area Flow Total", area, "Total Flow Area", f"{unit}^2"),
+            ("Additional Variables/Encroachment Station Left", centre - top_width / 2, "Encroachment Station Left", unit),
+            ("Additional Variables/Encroachment Station Right", centre + top_width / 2, "Encroachment Station Right", unit),
         ):
-            d = g.create_dataset(f"Cross Sections/{var}", data=data.astype("float32"))
-            d.attrs["Variable_Unit"] = np.array([[label.encode(), unit.encode()]], dtype="S32")
+            d = g.create_dataset(f"Cross Sections/{var}", data=data.astype("float32"), compression="gzip", compression_opts=1)
+            d.attrs["Variable_Unit"] = np.array([[label.encode(), u.encode()]], dtype="S32")
 
     def messages(self, outcome: str, compute_seconds: float, total_seconds: float, volume_error: float,
                  worst: tuple, unstable_at: datetime | None) -> str:

@@ -71,8 +71,13 @@ def parse_stamp_ms(value: str) -> datetime | None:
 
 
 def simulation_window(f: h5py.File) -> tuple[datetime | None, datetime | None]:
+    """Start and end of the simulation; HEC-RAS 5.0 writes only ``Time Window`` ("<start> to <end>")."""
     info = plan_information(f)
-    return parse_datetime(info.get("Simulation Start Time", "")), parse_datetime(info.get("Simulation End Time", ""))
+    start, end = parse_datetime(info.get("Simulation Start Time", "")), parse_datetime(info.get("Simulation End Time", ""))
+    if start is None and " to " in info.get("Time Window", ""):
+        first, last = info["Time Window"].split(" to ", 1)
+        start, end = parse_datetime(first), end or parse_datetime(last)
+    return start, end
 
 
 def version(f: h5py.File) -> str:

@@ -14,10 +14,10 @@ from .summary import MESH_SERIES, summarise
 
 # Per-plan attributes that become coordinates along ``plan`` when plans are stacked.
 PLAN_ATTRS = ("plan_name", "geometry_file", "flow_file", "hecras_version", "simulation_start",
-              "simulation_end", "run_seconds", "volume_error_percent")
+              "simulation_end", "run_seconds", "volume_error_percent", "source_file")
 # Coordinates that together name a position, so plans with different meshes align.
 _INDEXES = {"cell": ["mesh", "cell_id"], "face": ["face_mesh", "face_id"],
-            "cross_section": ["river", "reach", "station"]}
+            "cross_section": ["river", "reach", "station"], "bc_face": ["bc_face_line", "bc_face_number"]}
 
 
 def _open(item) -> tuple[xr.Dataset | None, str]:

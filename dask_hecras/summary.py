@@ -1,16 +1,26 @@
-"""Turn a results HDF into an ``xarray.Dataset`` holding the numbers HEC-RAS wrote.
+"""Turn a results HDF into an ``xarray.Dataset`` holding the numbers HEC-RAS wrote, and where.
 
 Only what the file holds is included:
 
 - 2D meshes: dimension ``cell`` over the real cells of all meshes (ghost cells left
-  out), coordinates ``mesh`` and ``cell_id`` (numbered from 0 within each mesh, as
-  rashdf does); dimension ``face`` with ``face_mesh`` and ``face_id`` (xarray allows one
-  coordinate called ``mesh``); maxima, minima and their times; time series
-  ``water_surface(time, cell)`` and ``face_velocity(time, face)`` as lazy dask arrays
-  over the HDF chunks.
+  out), coordinates ``mesh``, ``cell_id`` (numbered from 0 within each mesh, as rashdf does)
+  and the cell centre ``x``, ``y``; ``bed_elevation`` (the cell's minimum elevation) and
+  ``max_depth`` (highest water surface less the bed, never negative); dimension ``face`` with
+  ``face_mesh``, ``face_id`` and each face's end points (``face_start_x`` ...). Every summary
+  output HEC-RAS wrote per cell or face is kept (maxima, minima and their times, run health:
+  ``max_water_surface_error``, ``cumulative_max_iterations``, ...); every time series over
+  cells or faces (``water_surface``, ``face_velocity``, ``cell_velocity_x`` ..., and ``depth``)
+  is a lazy dask array over the HDF chunks. Geometry missing from a plan HDF is read from the
+  geometry HDF it names, beside it. Cell polygons: ``geometry.cell_polygons``.
+- The CRS the CF way: a ``spatial_ref`` coordinate with ``crs_wkt``, named by each mapped
+  variable's ``grid_mapping``; units in every variable's ``units``.
 - 1D cross sections: dimension ``cross_section`` with ``river``, ``reach``, ``station``;
-  ``xs_water_surface``, ``xs_flow``, ``xs_energy_grade`` over ``profile`` (steady) or
-  ``time`` (unsteady).
+  ``xs_water_surface``, ``xs_flow``, ``xs_energy_grade`` and every steady "Additional
+  Variable" (``xs_velocity_total``, ``xs_area_flow_total``, ``xs_encroachment_station_left`` ...)
+  over ``profile`` (steady) or ``time`` (unsteady).
+- Boundary-condition lines: ``bc_flow``, ``bc_stage`` over ``time`` and ``bc_line`` (with
+  ``bc_line_id``, ``bc_line_type``, ``bc_line_mesh``); per face of each line lazily
+  (``bc_face_flow``, ``bc_face_stage`` over ``bc_face``).
 - Reference lines and points: dimensions ``refline`` / ``refpoint`` indexed by name,
   with ``refline_mesh`` / ``refpoint_mesh``.
 """
@@ -25,12 +35,13 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from . import hdf
+from . import geometry, hdf
 
 TS = f"{hdf.BASE}/Unsteady Time Series"
 SUMMARY = f"{hdf.BASE}/Summary Output"
 
-# Time series too big to copy into summary.nc: they stay in the results HDF, read lazily.
+# The default 2D time series; with any other series over cells or faces (``lazy_series``) they
+# are too big to copy into summary.nc: they stay in the results HDF, read lazily.
 MESH_SERIES = ("water_surface", "face_velocity")
 
 
@@ -76,67 +87,166 @@ def _time_coordinate(f: h5py.File, start: datetime | None) -> np.ndarray | None:
     return None
 
 
-def _mesh_variables(f: h5py.File, path: Path, start, time_series: bool, time) -> tuple[dict, dict]:
-    cells: dict[str, list] = {}
-    faces: dict[str, list] = {}
+# HEC-RAS's dataset names → ours; any other 2D output is kept under a name made from its own
+# (``_snake``), so nothing HEC-RAS wrote with a clear dimension is dropped.
+_NAMES = {
+    "Maximum Water Surface": "max_water_surface", "Minimum Water Surface": "min_water_surface",
+    "Maximum Face Velocity": "max_face_velocity", "Minimum Face Velocity": "min_face_velocity",
+    "Cell Maximum Water Surface Error": "max_water_surface_error",
+    "Cell Cumulative Iteration": "cumulative_max_iterations", "Cell Last Iteration": "last_to_converge",
+    "Water Surface": "water_surface", "Face Velocity": "face_velocity",
+}
+
+
+def _snake(name: str) -> str:
+    """``Cell Velocity - Velocity X`` → ``cell_velocity_x``; ``Face Shear Stress`` → ``face_shear_stress``."""
+    if " - " in name:
+        head, tail = name.split(" - ", 1)
+        words = head.split() + [w for w in tail.split() if w not in head.split()]
+    else:
+        words = name.split()
+    return "_".join("".join(c if c.isalnum() else "_" for c in w.lower()) for w in words).strip("_")
+
+
+def _var(source: str) -> str:
+    return _NAMES.get(source, _snake(source))
+
+
+def _mesh_sizes(f: h5py.File, name: str, summary, series, geo) -> tuple[int | None, int | None]:
+    """Cells (ghost cells included) and faces of a mesh, from whichever file holds them."""
+    cells = faces = None
+    for group, key in ((summary, "Maximum Water Surface"), (series, "Water Surface")):
+        if cells is None and group is not None and key in group:
+            cells = group[key].shape[-1]
+    for group, key in ((summary, "Maximum Face Velocity"), (series, "Face Velocity")):
+        if faces is None and group is not None and key in group:
+            faces = group[key].shape[-1]
+    g = geo.get(f"{geometry.AREAS}/{name}") if geo is not None else None
+    if g is not None:
+        if cells is None and "Cells Center Coordinate" in g:
+            cells = g["Cells Center Coordinate"].shape[0]
+        if faces is None and "Faces FacePoint Indexes" in g:
+            faces = g["Faces FacePoint Indexes"].shape[0]
+    return cells, faces
+
+
+def _summary_outputs(summary, count: int, cells: int | None, faces: int | None, start):
+    """Every summary array of a mesh with a clear dimension: (value, time-in-days) rows, one
+    row per cell or face, or named rows (``Row0``...): → [(var, is_cell, values, units, is_time)]."""
+    out = []
+    if summary is None:
+        return out
+    for source, d in summary.items():
+        if not isinstance(d, h5py.Dataset) or d.ndim not in (1, 2) or d.dtype.kind not in "fiu":
+            continue
+        width = d.shape[-1]
+        is_cell = width == cells
+        if not is_cell and width != faces:
+            continue
+        take = count if is_cell else width
+        var = _var(source)
+        if d.ndim == 1:
+            out.append((var, is_cell, d[:take], hdf.units(d, 0), False))
+            continue
+        rows = d[:, :take]
+        row_names = [hdf.text(d.attrs[f"Row{i}"]).strip() for i in range(d.shape[0]) if f"Row{i}" in d.attrs]
+        if d.shape[0] == 2 and len(row_names) < 2:  # value, then the time it happened
+            out.append((var, is_cell, rows[0], hdf.units(d, 0), False))
+            out.append((var + "_time", is_cell, _times(start, rows[1]), "", True))
+        elif len(row_names) == d.shape[0]:
+            for row, label in zip(rows, row_names):
+                out.append((f"{var}_{_snake(label)}", is_cell, row, hdf.units(d, 0), False))
+    return out
+
+
+def _mesh_variables(f: h5py.File, path: Path, start, time_series: bool, time, geo) -> tuple[dict, dict]:
+    """Per real cell and per face of every mesh: summary outputs, geometry (centres, bed, depth,
+    face end points) and, lazily, time series."""
+    parts: dict[str, dict[str, list]] = {"cell": {}, "face": {}}
     units: dict[str, str] = {}
-    cell_coords: dict[str, list] = {"mesh": [], "cell_id": []}
-    face_coords: dict[str, list] = {"face_mesh": [], "face_id": []}
+    coords: dict[str, dict[str, list]] = {"cell": {"mesh": [], "cell_id": []}, "face": {"face_mesh": [], "face_id": []}}
+    meshes = {m.name: m for m in geometry.read_meshes(geo)} if geo is not None else {}
+    lazy_vars: set[str] = set()
+    dim_of = lambda is_cell: "cell" if is_cell else "face"  # noqa: E731
     for name, count in hdf.meshes(f):
         summary = f.get(f"{SUMMARY}/2D Flow Areas/{name}")
         series = f.get(f"{TS}/2D Flow Areas/{name}")
-        n_faces = None
-        n_cells = None
-        for group, source, var, is_cell, lazy in (
-            (summary, "Maximum Water Surface", "max_water_surface", True, False),
-            (summary, "Minimum Water Surface", "min_water_surface", True, False),
-            (summary, "Maximum Face Velocity", "max_face_velocity", False, False),
-            (summary, "Minimum Face Velocity", "min_face_velocity", False, False),
-            (series, "Water Surface", "water_surface", True, True),
-            (series, "Face Velocity", "face_velocity", False, True),
-        ):
-            if group is None or source not in group or (lazy and (not time_series or time is None)):
-                continue
-            d = group[source]
-            target = cells if is_cell else faces
-            width = count if is_cell else d.shape[-1]
-            if is_cell:
-                n_cells = count
-            else:
-                n_faces = d.shape[-1]
-            if lazy:
-                target.setdefault(var, []).append(_lazy(path, d, width))
-            else:
-                values = d[:, :width]  # rows: value, time in days; ghost cells left out
-                target.setdefault(var, []).append(values[0])
-                target.setdefault(var + "_time", []).append(_times(start, values[1]))
-            units[var] = hdf.units(d, 0)
-        if n_cells is not None:
-            cell_coords["mesh"].append(_names(name, n_cells))
-            cell_coords["cell_id"].append(np.arange(n_cells))
-        if n_faces is not None:
-            face_coords["face_mesh"].append(_names(name, n_faces))
-            face_coords["face_id"].append(np.arange(n_faces))
+        cells, faces = _mesh_sizes(f, name, summary, series, geo)
+        found = {"cell": False, "face": False}
+        for var, is_cell, values, unit, _ in _summary_outputs(summary, count, cells, faces, start):
+            parts[dim_of(is_cell)].setdefault(var, []).append(values)
+            units.setdefault(var, unit)
+            found[dim_of(is_cell)] = True
+        if series is not None and time_series and time is not None:
+            for source, d in series.items():
+                if not isinstance(d, h5py.Dataset) or d.ndim != 2 or d.shape[0] != len(time):
+                    continue
+                if d.shape[1] not in (cells, faces):
+                    continue
+                is_cell = d.shape[1] == cells
+                var = _var(source)
+                parts[dim_of(is_cell)].setdefault(var, []).append(_lazy(path, d, count if is_cell else d.shape[1]))
+                units.setdefault(var, hdf.units(d, 0))
+                lazy_vars.add(var)
+                found[dim_of(is_cell)] = True
+        mesh = meshes.get(name)
+        if mesh is not None:
+            found["cell"] = True
+            for var, values in (("x", mesh.x), ("y", mesh.y), ("bed_elevation", mesh.bed)):
+                if values is not None:
+                    parts["cell"].setdefault(var, []).append(values)
+            if mesh.face_ends is not None and faces in (None, len(mesh.face_ends)):
+                found["face"] = True
+                faces = len(mesh.face_ends)
+                for k, var in enumerate(("face_start_x", "face_start_y", "face_end_x", "face_end_y")):
+                    parts["face"].setdefault(var, []).append(mesh.face_ends[:, k])
+        if found["cell"]:
+            coords["cell"]["mesh"].append(_names(name, count))
+            coords["cell"]["cell_id"].append(np.arange(count))
+        if found["face"] and faces:
+            coords["face"]["face_mesh"].append(_names(name, faces))
+            coords["face"]["face_id"].append(np.arange(faces))
 
     # Variables as (dims, data, attrs) with the coordinates given once: per-variable
     # DataArrays would copy the (large) coordinate arrays for every variable.
     out: dict[str, tuple] = {}
-    coords: dict[str, tuple] = {}
-    for values, names, dim in ((cells, cell_coords, "cell"), (faces, face_coords, "face")):
-        if not values:
+    coord_out: dict[str, tuple] = {}
+    length = geometry.length_unit(geo if geo is not None else f)
+    for dim in ("cell", "face"):
+        n = sum(len(c) for c in coords[dim]["mesh" if dim == "cell" else "face_mesh"])
+        if not n:
             continue
-        for k, v in names.items():
-            coords[k] = (dim, np.concatenate(v))
-        for var, parts in values.items():
-            if var in MESH_SERIES:
-                data = da.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-                out[var] = (("time", dim), data, {"units": units[var]})
+        for k, v in coords[dim].items():
+            coord_out[k] = (dim, np.concatenate(v))
+        for var, pieces in parts[dim].items():
+            if sum(p.shape[-1] for p in pieces) != n:
+                continue  # not written for every mesh: no honest way to place it
+            if var in lazy_vars:
+                data = da.concatenate(pieces, axis=1) if len(pieces) > 1 else pieces[0]
+                out[var] = (("time", dim), data, {"units": units.get(var, "")})
+            elif var in ("x", "y"):
+                coord_out[var] = (dim, np.concatenate(pieces), {
+                    "units": length, "standard_name": f"projection_{var}_coordinate",
+                    "long_name": f"{var} of the cell centre"})
             else:
-                attrs = {} if var.endswith("_time") else {"units": units.get(var, "")}
-                out[var] = (dim, np.concatenate(parts), attrs)
-    if any(v in out for v in MESH_SERIES):
-        coords["time"] = time
-    return out, coords
+                unit = length if var.startswith("face_") and var.endswith(("_x", "_y")) or var == "bed_elevation" \
+                    else units.get(var, "")
+                attrs = {} if var.endswith("_time") else {"units": unit}
+                out[var] = (dim, np.concatenate(pieces), attrs)
+    if "bed_elevation" in out:
+        bed = out["bed_elevation"][1]
+        out["bed_elevation"][2]["long_name"] = "cell minimum elevation"
+        if "max_water_surface" in out:  # the deepest the water got: its highest surface less the bed
+            out["max_depth"] = ("cell", np.maximum(out["max_water_surface"][1] - bed, 0).astype("float32"),
+                                {"units": length, "long_name": "maximum depth (water surface - bed, >= 0)"})
+        if "water_surface" in out:
+            ws = out["water_surface"][1]
+            out["depth"] = (("time", "cell"), da.maximum(ws - bed.astype(ws.dtype)[None, :], 0),
+                            {"units": length, "long_name": "depth (water surface - bed, >= 0)"})
+            lazy_vars.add("depth")
+    if any(v in out for v in lazy_vars):
+        coord_out["time"] = time
+    return out, coord_out
 
 
 def _cross_section_coords(f: h5py.File, paths: tuple[str, ...], n: int) -> dict | None:
@@ -165,13 +275,22 @@ def _steady_variables(f: h5py.File) -> dict[str, xr.DataArray]:
     if group is None or names is None:
         return {}
     out = {}
-    for source, var in _XS_VARS:
-        d = group.get(source)
-        if d is None:
+    extra = group.get("Additional Variables")
+    found = [(g, source, var) for source, var in _XS_VARS for g in (group,) if source in g]
+    if extra is not None:  # velocity, flow area, encroachment stations...: every one HEC-RAS wrote
+        found += [(extra, source, "xs_" + _snake(source)) for source in extra
+                  if isinstance(extra[source], h5py.Dataset) and extra[source].ndim == 2]
+    profiles = [hdf.text(n).strip() for n in names[()]]
+    coords_by_width: dict[int, dict] = {}
+    for g, source, var in found:
+        d = g[source]
+        if var in out or d.shape[0] != len(profiles):
             continue
-        coords = _cross_section_coords(f, ("Results/Steady/Output/Geometry Info/Cross Section Attributes",
-                                           "Geometry/Cross Sections/Attributes"), d.shape[1]) or {}
-        coords["profile"] = [hdf.text(n).strip() for n in names[()]]
+        if d.shape[1] not in coords_by_width:
+            coords_by_width[d.shape[1]] = _cross_section_coords(f, (
+                "Results/Steady/Output/Geometry Info/Cross Section Attributes",
+                "Geometry/Cross Sections/Attributes"), d.shape[1]) or {}
+        coords = {**coords_by_width[d.shape[1]], "profile": profiles}
         out[var] = xr.DataArray(d[()], dims=("profile", "cross_section"), coords=coords,
                                 attrs={"units": hdf.units(d)})
     return out
@@ -213,6 +332,83 @@ def _unsteady_series(f: h5py.File, path: Path, time) -> dict[str, xr.DataArray]:
     return out
 
 
+_PER_FACE = (" - Flow per Face", " - Stage per Face")
+
+
+def _boundary_groups(f: h5py.File):
+    """Boundary-condition-line outputs: ``Unsteady Time Series/Boundary Conditions`` (to 6.5) and
+    ``Unsteady Time Series/2D Flow Areas/<mesh>/Boundary Conditions`` (6.6)."""
+    g = f.get(f"{TS}/Boundary Conditions")
+    if g is not None:
+        yield g
+    areas = f.get(f"{TS}/2D Flow Areas")
+    if areas is not None:
+        for mesh in areas.values():
+            if isinstance(mesh, h5py.Group) and "Boundary Conditions" in mesh:
+                yield mesh["Boundary Conditions"]
+
+
+def _boundary_lines(f: h5py.File, path: Path, time, geo, time_series: bool) -> dict:
+    """Flow and stage per boundary-condition line over time (dimension ``bc_line``, with its
+    type and mesh), and per face of each line lazily (``bc_face``)."""
+    if time is None:
+        return {}
+    lines = {line["name"]: line for line in geometry.boundary_lines(geo if geo is not None else f)}
+    if not lines:
+        lines = {line["name"]: line for line in geometry.boundary_lines(f)}
+    names, types, meshes, flow, stage, units = [], [], [], [], [], {}
+    face_parts: dict[str, list] = {"flow": [], "stage": []}
+    face_line, face_number, face_index = [], [], []  # index: the face's mesh face, -1 where the file does not say
+    for group in _boundary_groups(f):
+        for name, d in group.items():
+            if not isinstance(d, h5py.Dataset) or name.endswith(_PER_FACE) or d.ndim != 2 or d.shape[0] != len(time):
+                continue
+            columns = [hdf.text(c).strip() for c in d.attrs.get("Columns", [b"Stage", b"Flow"])]
+            if "Flow" not in columns or "Stage" not in columns:
+                continue
+            values = d[()]
+            line = lines.get(name, {})
+            names.append(name)
+            types.append(line.get("type", ""))
+            meshes.append(line.get("mesh") or hdf.text(d.attrs.get("2D Area", b"")).strip())
+            flow.append(values[:, columns.index("Flow")])
+            stage.append(values[:, columns.index("Stage")])
+            units.setdefault("flow", hdf.text(d.attrs.get("Flow", b"")).strip())
+            units.setdefault("stage", hdf.text(d.attrs.get("Stage", b"")).strip())
+            per_face = [group.get(name + suffix) for suffix in _PER_FACE]
+            if time_series and all(p is not None and p.shape[0] == len(time) for p in per_face) \
+                    and per_face[0].shape[1] == per_face[1].shape[1]:
+                n = per_face[0].shape[1]
+                face_parts["flow"].append(_lazy(path, per_face[0]))
+                face_parts["stage"].append(_lazy(path, per_face[1]))
+                ids = geometry.boundary_faces(geo if geo is not None else f, line.get("id", -1)) if line else []
+                face_line.append(_names(name, n))
+                face_number.append(np.arange(n))
+                face_index.append(np.asarray(ids) if len(ids) == n else np.full(n, -1))
+    if not names:
+        return {}
+    ids = [lines.get(n, {}).get("id", -1) for n in names]
+    order = sorted(range(len(names)), key=lambda i: (ids[i] < 0, ids[i], names[i]))  # as the geometry lists them
+    names, types, meshes, ids = ([v[i] for i in order] for v in (names, types, meshes, ids))
+    flow, stage = [flow[i] for i in order], [stage[i] for i in order]
+    coords = {"bc_line": names, "bc_line_id": ("bc_line", ids), "bc_line_type": ("bc_line", types),
+              "bc_line_mesh": ("bc_line", meshes), "time": time}
+    out = {
+        "bc_flow": xr.DataArray(np.column_stack(flow), dims=("time", "bc_line"), coords=coords,
+                                attrs={"units": units["flow"], "long_name": "flow across the boundary line"}),
+        "bc_stage": xr.DataArray(np.column_stack(stage), dims=("time", "bc_line"), coords=coords,
+                                 attrs={"units": units["stage"], "long_name": "stage at the boundary line"}),
+    }
+    if face_line:
+        face_coords = {"bc_face_line": ("bc_face", np.concatenate(face_line)),
+                       "bc_face_number": ("bc_face", np.concatenate(face_number)),
+                       "bc_face_index": ("bc_face", np.concatenate(face_index)), "time": time}
+        for key, unit in (("flow", units["flow"]), ("stage", units["stage"])):
+            out[f"bc_face_{key}"] = xr.DataArray(da.concatenate(face_parts[key], axis=1), dims=("time", "bc_face"),
+                                                 coords=face_coords, attrs={"units": unit})
+    return out
+
+
 def summarise(hdf_path: str | Path, *, time_series: bool = True) -> xr.Dataset:
     """The numbers of one plan's results file as an ``xarray.Dataset``.
 
@@ -220,17 +416,19 @@ def summarise(hdf_path: str | Path, *, time_series: bool = True) -> xr.Dataset:
     ``time_series=False`` for maxima, minima and 1D results only.
     """
     path = Path(hdf_path).resolve()
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r") as f, _geometry_source(f, path) as geo:
         info = hdf.plan_information(f)
         start, end = hdf.simulation_window(f)
         messages = hdf.compute_messages(f)
         time = _time_coordinate(f, start)
-        mesh_vars, coords = _mesh_variables(f, path, start, time_series, time)
+        mesh_vars, coords = _mesh_variables(f, path, start, time_series, time, geo)
         variables = {
             **mesh_vars,
             **_steady_variables(f),
             **(_unsteady_series(f, path, time) if time_series else {}),
+            **_boundary_lines(f, path, time, geo, time_series),
         }
+        wkt = geometry.crs_wkt(f, path) or (geometry.crs_wkt(geo, path) if geo is not None and geo is not f else "")
         plan_file = info.get("Plan Filename", "")
         attrs = {
             "plan_id": plan_file.rsplit(".", 1)[-1].lower() if "." in plan_file else "",
@@ -250,7 +448,40 @@ def summarise(hdf_path: str | Path, *, time_series: bool = True) -> xr.Dataset:
         attrs["run_seconds"] = seconds
     if volume is not None:
         attrs["volume_error_percent"] = volume
-    return xr.Dataset(variables, coords=coords, attrs=attrs)
+    if wkt:  # CF: a grid-mapping variable with the WKT, named by every mapped variable
+        coords["spatial_ref"] = ((), np.int32(0), {"crs_wkt": wkt, "spatial_ref": wkt})
+    ds = xr.Dataset(variables, coords=coords, attrs=attrs)
+    if wkt:
+        for name in ds.data_vars:
+            if {"cell", "face"} & set(ds[name].dims):
+                ds[name].attrs["grid_mapping"] = "spatial_ref"
+    return ds
+
+
+class _geometry_source:
+    """The file holding the plan's mesh geometry: the plan HDF itself, else the geometry HDF
+    it names beside it (opened and closed here), else ``None``."""
+
+    def __init__(self, f: h5py.File, path: Path):
+        self.f, self.path, self.opened = f, path, None
+
+    def __enter__(self):
+        if not hdf.meshes(self.f) or geometry.has_mesh_geometry(self.f):
+            return self.f if hdf.meshes(self.f) else None
+        beside = geometry.geometry_file_beside(self.path, self.f)
+        if beside is None:
+            return None
+        self.opened = h5py.File(beside, "r")
+        return self.opened
+
+    def __exit__(self, *exc):
+        if self.opened is not None:
+            self.opened.close()
+
+
+def lazy_series(ds: xr.Dataset) -> list[str]:
+    """The big 2D time series (over time and cells or faces), read from the HDF when used."""
+    return [v for v in ds.data_vars if "time" in ds[v].dims and {"cell", "face"} & set(ds[v].dims)]
 
 
 def write_summary(ds: xr.Dataset, path: Path) -> Path:
@@ -260,6 +491,6 @@ def write_summary(ds: xr.Dataset, path: Path) -> Path:
     here, by threads, never through a notebook's default Client (whose workers may not even see
     this local HDF).
     """
-    small = ds.drop_vars([v for v in MESH_SERIES if v in ds]).load(scheduler="threads")
+    small = ds.drop_vars(lazy_series(ds)).load(scheduler="threads")
     small.to_netcdf(path, engine="h5netcdf")
     return path
