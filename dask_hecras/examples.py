@@ -30,7 +30,7 @@ STORMS = [
 ]
 PEAKS = {"u01": 2500, "u02": 4000, "u03": 5200, "u04": 8100}
 # Additional 2D output asked for in a plan, as HEC-RAS 6.x writes it into the .pNN (one line per
-# variable; see fake_ras.ADDITIONAL_OUTPUT): the 100-year plan maps velocity and hazard.
+# variable; see fake_hydraulics.ADDITIONAL_OUTPUT): the 100-year plan maps velocity and hazard.
 ADDITIONAL_OUTPUT = {"100yr": ["Cell Velocity", "Cell Hydraulic Depth", "Face Shear Stress"]}
 CRLF = "\r\n"
 

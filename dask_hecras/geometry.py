@@ -111,7 +111,8 @@ def read_meshes(f: h5py.File) -> list[Mesh]:
         if "Faces FacePoint Indexes" in group and "FacePoints Coordinate" in group:
             points = group["FacePoints Coordinate"][()]
             ab = group["Faces FacePoint Indexes"][()]
-            ends = np.concatenate([points[ab[:, 0]], points[ab[:, 1]]], axis=1)
+            ends = np.empty((len(ab), 4))
+            ends[:, :2], ends[:, 2:] = points[ab[:, 0]], points[ab[:, 1]]
         out.append(Mesh(name, count, xy[:, 0], xy[:, 1], bed, ends))
     return out
 
