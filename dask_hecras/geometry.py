@@ -79,6 +79,7 @@ class Mesh:
     x: np.ndarray  # cell centres, real cells only
     y: np.ndarray
     bed: np.ndarray | None  # cell minimum elevation
+    area: np.ndarray | None  # cell plan area (HEC-RAS's ``Cells Surface Area``)
     face_ends: np.ndarray | None  # (faces, 4): x and y of end A, x and y of end B
 
 
@@ -99,7 +100,7 @@ def cell_centres(f: h5py.File, name: str, count: int) -> np.ndarray | None:
 
 
 def read_meshes(f: h5py.File) -> list[Mesh]:
-    """Every mesh's real cells (centres, bed elevation) and face end points."""
+    """Every mesh's real cells (centres, bed elevation, area) and face end points."""
     out = []
     for name, count in hdf.meshes(f):
         xy = cell_centres(f, name, count)
@@ -107,13 +108,14 @@ def read_meshes(f: h5py.File) -> list[Mesh]:
             continue
         group = f[f"{AREAS}/{name}"]
         bed = group["Cells Minimum Elevation"][:count] if "Cells Minimum Elevation" in group else None
+        area = group["Cells Surface Area"][:count] if "Cells Surface Area" in group else None
         ends = None
         if "Faces FacePoint Indexes" in group and "FacePoints Coordinate" in group:
             points = group["FacePoints Coordinate"][()]
             ab = group["Faces FacePoint Indexes"][()]
             ends = np.empty((len(ab), 4))
             ends[:, :2], ends[:, 2:] = points[ab[:, 0]], points[ab[:, 1]]
-        out.append(Mesh(name, count, xy[:, 0], xy[:, 1], bed, ends))
+        out.append(Mesh(name, count, xy[:, 0], xy[:, 1], bed, area, ends))
     return out
 
 

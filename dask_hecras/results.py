@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import xarray as xr
 
 from . import records
@@ -36,7 +37,53 @@ def _open(item) -> tuple[xr.Dataset | None, str]:
     return xr.open_dataset(path, engine="h5netcdf"), label
 
 
-def combine(items: Iterable) -> xr.Dataset:
+def _own_time(datasets: list[xr.Dataset]) -> list[xr.Dataset]:
+    """Each plan's series on its own time axis: dimension ``step`` with a ``time(plan, step)``
+    coordinate. Stacked on the union of their times, a plan with hourly output would show NaN
+    at every half hour of another's, and a plot would draw nothing between its points."""
+    out = []
+    for d in datasets:
+        if "time" in d.dims:
+            t = d["time"].values
+            d = d.rename({"time": "step"}).assign_coords(step=np.arange(len(t)), time=("step", t))
+        out.append(d)
+    return out
+
+
+def _common_time(datasets: list[xr.Dataset]) -> list[xr.Dataset]:
+    """Every plan's series interpolated onto the union of all plans' times, inside each plan's
+    own window only (NaN before its start and after its end, never a gap inside it)."""
+    times = [d["time"].values for d in datasets if "time" in d.dims]
+    union = np.unique(np.concatenate(times)) if times else None
+    out = []
+    for d in datasets:
+        if "time" in d.dims and not np.array_equal(d["time"].values, union):
+            series = [v for v in d.data_vars if "time" in d[v].dims]
+            d = xr.merge([d.drop_dims("time"), _linear(d[series], union)], compat="override", join="outer")
+        out.append(d)
+    return out
+
+
+def _linear(ds: xr.Dataset, times: np.ndarray) -> xr.Dataset:
+    """``ds`` interpolated linearly in time onto ``times``, NaN outside its own first and last
+    time; lazy arrays stay lazy (two gathers along time and a weighted sum)."""
+    t = ds["time"].values.astype("datetime64[ms]").astype("int64")
+    u = times.astype("datetime64[ms]").astype("int64")
+    inside = xr.DataArray((u >= t[0]) & (u <= t[-1]), dims="time")
+    if len(t) < 2:
+        return ds.reindex(time=times)
+    j = np.clip(np.searchsorted(t, u, side="right") - 1, 0, len(t) - 2)
+    w = xr.DataArray(np.clip((u - t[j]) / np.maximum(t[j + 1] - t[j], 1), 0.0, 1.0), dims="time")
+    lo = ds.drop_vars("time").isel(time=xr.DataArray(j, dims="time"))
+    hi = ds.drop_vars("time").isel(time=xr.DataArray(j + 1, dims="time"))
+    out = (lo * (1 - w) + hi * w).where(inside)
+    for v in ds.data_vars:
+        out[v] = out[v].astype(ds[v].dtype if ds[v].dtype.kind == "f" else "float64")
+        out[v].attrs = ds[v].attrs
+    return out.assign_coords(time=times)
+
+
+def combine(items: Iterable, *, time: str = "own") -> xr.Dataset:
     """Stack plan summaries along a ``plan`` dimension.
 
     ``items`` are datasets from :func:`summarise`, :class:`PlanResult` objects (failed
@@ -44,7 +91,14 @@ def combine(items: Iterable) -> xr.Dataset:
     and cross sections are aligned by name (``mesh`` and ``cell_id`` etc.), so plans
     with different meshes combine, with NaN where a plan has no value. Plan ids that
     several projects share are told apart as ``<project>/<plan>``.
+
+    Time series: plans with the same output times share ``time``; otherwise each keeps its own
+    (``time="own"``: dimension ``step``, coordinate ``time(plan, step)``; plot one plan with
+    ``ds.sel(plan=p).dropna("step").plot(x="time")``), or, with ``time="common"``, all are
+    interpolated onto the union of their times within each plan's window.
     """
+    if time not in ("own", "common"):
+        raise ValueError(f"time={time!r}: 'own' (each plan its own time axis) or 'common'")
     opened = [(d, label) for d, label in (_open(i) for i in items) if d is not None]
     if not opened:
         raise ValueError("nothing to combine: no succeeded plan summaries given")
@@ -55,6 +109,9 @@ def combine(items: Iterable) -> xr.Dataset:
         ids = [f"{p}/{i}" for p, i in zip(projects, ids)]
     if len(set(ids)) < len(ids):
         raise ValueError(f"plans appear more than once: {sorted(i for i in ids if ids.count(i) > 1)}")
+    axes = [d["time"].values for d in datasets if "time" in d.dims]
+    if axes and any(not np.array_equal(a, axes[0]) for a in axes[1:]):
+        datasets = _own_time(datasets) if time == "own" else _common_time(datasets)
     stacked = []
     for plan_id, project, d in zip(ids, projects, datasets):
         for dim, names in _INDEXES.items():

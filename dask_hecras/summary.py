@@ -5,7 +5,7 @@ Only what the file holds is included:
 - 2D meshes: dimension ``cell`` over the real cells of all meshes (ghost cells left
   out), coordinates ``mesh``, ``cell_id`` (numbered from 0 within each mesh, as rashdf does)
   and the cell centre ``x``, ``y``; ``bed_elevation`` (the cell's minimum elevation) and
-  ``max_depth`` (highest water surface less the bed, never negative); dimension ``face`` with
+  ``max_depth`` (highest water surface less the bed, never negative), ``cell_area``; dimension ``face`` with
   ``face_mesh``, ``face_id`` and each face's end points (``face_start_x`` ...). Every summary
   output HEC-RAS wrote per cell or face is kept (maxima, minima and their times, run health:
   ``max_water_surface_error``, ``cumulative_max_iterations``, ...); every time series over
@@ -198,7 +198,7 @@ def _mesh_variables(f: h5py.File, path: Path, start, time_series: bool, time, ge
         mesh = meshes.get(name)
         if mesh is not None:
             found["cell"] = True
-            for var, values in (("x", mesh.x), ("y", mesh.y), ("bed_elevation", mesh.bed)):
+            for var, values in (("x", mesh.x), ("y", mesh.y), ("bed_elevation", mesh.bed), ("cell_area", mesh.area)):
                 if values is not None:
                     parts["cell"].setdefault(var, []).append(values)
             if mesh.face_ends is not None and faces in (None, len(mesh.face_ends)):
@@ -236,7 +236,7 @@ def _mesh_variables(f: h5py.File, path: Path, start, time_series: bool, time, ge
                     "long_name": f"{var} of the cell centre"})
             else:
                 unit = length if var.startswith("face_") and var.endswith(("_x", "_y")) or var == "bed_elevation" \
-                    else units.get(var, "")
+                    else f"{length}2" if var == "cell_area" else units.get(var, "")
                 attrs = {} if var.endswith("_time") else {"units": unit}
                 out[var] = (dim, _joined(pieces), attrs)
     if "bed_elevation" in out:
