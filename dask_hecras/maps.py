@@ -1,12 +1,13 @@
-"""Results as map layers: cells as polygons, faces as lines, with their values and CRS.
+"""Results as maps: cells as polygons, faces as lines, with their values and CRS.
 
 ``to_geodataframe(ds, "max_depth")`` gives a GeoDataFrame to write as GeoPackage or GeoParquet
-and open in QGIS or ArcGIS. geopandas and shapely are an optional extra:
-``pip install dask-hecras[geo]``.
+and open in QGIS or ArcGIS (geopandas and shapely: ``pip install dask-hecras[geo]``).
+``plot_map(ds.max_depth)`` and ``plot_maps(study)`` draw on the mesh with matplotlib alone.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,117 @@ def to_geodataframe(ds: xr.Dataset, variable: str | list[str], *, shape: str = "
         table[n] = ds[n].values
     crs = ds["spatial_ref"].attrs.get("crs_wkt") if "spatial_ref" in ds.coords else None
     return geopandas.GeoDataFrame(table, geometry=geoms, crs=crs or None)
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _source_of(obj, geometry_from) -> Path:
+    """The HDF holding the cells' outlines: given, or the (first) plan's results HDF."""
+    if geometry_from is not None and not isinstance(geometry_from, (xr.Dataset, xr.DataArray)):
+        return Path(geometry_from)
+    for candidate in (geometry_from, obj):
+        if candidate is None:
+            continue
+        value = candidate.attrs.get("source_file") if hasattr(candidate, "attrs") else None
+        if value is None and "source_file" in candidate.coords:
+            value = np.asarray(candidate.coords["source_file"].values).ravel()[0]
+        if value is not None and Path(str(value)).is_file():
+            return Path(str(value))
+    raise ValueError("no results HDF to draw the cells from: give geometry_from=<plan HDF, or the study dataset>")
+
+
+def _cells(values: xr.DataArray):
+    """(mesh, cell_id) of each value, whether ``cell`` is indexed or not."""
+    flat = values.reset_index("cell") if "cell" in values.indexes else values
+    return np.asarray(flat["mesh"].values).astype(str), np.asarray(flat["cell_id"].values).astype("int64")
+
+
+def _outlines(source: Path, meshes: np.ndarray, ids: np.ndarray) -> list[np.ndarray]:
+    """Each wanted cell's outline (a list of (n, 2) arrays, in the order of ``ids``)."""
+    out: list = [None] * len(ids)
+    for name in np.unique(meshes):
+        coords, cell = geometry.cell_rings(source, name)
+        bounds = np.searchsorted(cell, np.arange(cell.max() + 2))
+        for k in np.flatnonzero(meshes == name):
+            out[k] = coords[bounds[ids[k]]:bounds[ids[k] + 1]]
+    return out
+
+
+def _style(name: str, units: str, values: np.ndarray, diverging: bool | None):
+    """Colour map and limits: depth from 0 in blues, differences around 0 in red-blue, else viridis."""
+    finite = values[np.isfinite(values)]
+    top = float(np.nanmax(np.abs(finite))) if finite.size else 1.0
+    if diverging or (diverging is None and ("minus" in name or "difference" in name)):
+        return "RdBu_r", -top, top
+    if "depth" in name:
+        return "Blues", 0.0, float(finite.max()) if finite.size else 1.0
+    return "viridis", float(finite.min()) if finite.size else 0.0, float(finite.max()) if finite.size else 1.0
+
+
+def _crs_name(obj) -> str:
+    """The CRS's own name from its WKT (``NAD_1983_StatePlane_...``), for the axis label."""
+    wkt = obj.coords["spatial_ref"].attrs.get("crs_wkt", "") if "spatial_ref" in obj.coords else ""
+    m = re.match(r'\s*(?:PROJCS|GEOGCS|PROJCRS|GEOGCRS)\["([^"]+)"', wkt)
+    return m.group(1) if m else ""
+
+
+def plot_map(values: xr.DataArray, *, ax=None, geometry_from=None, dry: float | None = 0.01,
+             diverging: bool | None = None, cmap=None, vmin=None, vmax=None, title: str | None = None):
+    """Draw one plan's (or one statistic's) values over the mesh, one polygon per cell.
+
+    Depth starts at 0 in blues with dry cells (below ``dry``) left blank; differences are drawn
+    around 0 in red and blue; axes are in the CRS's units, equal in x and y. ``geometry_from``
+    is the plan HDF (or the study dataset) to take cell outlines from when ``values`` does not
+    carry its ``source_file``. Returns the matplotlib collection.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    if values.dims != ("cell",):
+        raise ValueError(f"{values.name}: one value per cell to draw (dims {values.dims}); pick a plan or a time first")
+    meshes, ids = _cells(values)
+    data = np.asarray(values.values, dtype="float64")
+    name, units = str(values.name or ""), values.attrs.get("units", "")
+    style_cmap, lo, hi = _style(name, units, data, diverging)
+    if dry is not None and "depth" in name and not diverging:
+        data = np.where(data > dry, data, np.nan)
+    polys = PolyCollection(_outlines(_source_of(values, geometry_from), meshes, ids), array=np.ma.masked_invalid(data),
+                           cmap=cmap or style_cmap, edgecolors="none")
+    polys.set_clim(lo if vmin is None else vmin, hi if vmax is None else vmax)
+    ax = ax or plt.gca()
+    ax.add_collection(polys)
+    ax.autoscale_view()
+    ax.set_aspect("equal")
+    ax.ticklabel_format(useOffset=False, style="plain")  # full coordinates, not an offset of 1e6
+    crs = _crs_name(values)
+    length = values.coords["x"].attrs.get("units", "") if "x" in values.coords else ""
+    ax.set_xlabel(f"x [{length}]" + (f"  {crs}" if crs else ""))
+    ax.set_ylabel(f"y [{length}]")
+    ax.figure.colorbar(polys, ax=ax, label=f"{name} [{units}]" if units else name, shrink=0.8)
+    ax.set_title(title if title is not None else name)
+    return polys
+
+
+def plot_maps(study: xr.Dataset, variable: str = "max_depth", plans=None, *, col_wrap: int = 3, **kwargs):
+    """Small multiples: ``variable`` of several plans (default all) side by side, one colour
+    scale for all. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    plans = list(study["plan"].values if plans is None else plans)
+    rows = -(-len(plans) // col_wrap)
+    cols = min(col_wrap, len(plans))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.8 * rows), squeeze=False)
+    values = study[variable].sel(plan=plans)
+    _, lo, hi = _style(variable, "", np.asarray(values.values, dtype="float64"), kwargs.get("diverging"))
+    kwargs.setdefault("vmin", lo)
+    kwargs.setdefault("vmax", hi)
+    for ax, plan in zip(axes.ravel(), plans):
+        one = study[variable].sel(plan=plan)
+        label = str(study["plan_name"].sel(plan=plan).values) if "plan_name" in study.coords else ""
+        plot_map(one, ax=ax, geometry_from=study.sel(plan=plan), title=f"{plan}: {label}" if label else str(plan),
+                 **kwargs)
+    for ax in axes.ravel()[len(plans):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig

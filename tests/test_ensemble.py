@@ -102,3 +102,38 @@ def test_plans_keep_their_own_time_axis_unless_a_common_one_is_asked(tmp_path):
     assert inside.dtype == np.float32
     with pytest.raises(ValueError, match="'own'"):
         combine(parts, time="union")
+
+
+def test_maps_draw_each_cell_with_its_value(study, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dask_hecras.maps import plot_map, plot_maps
+
+    one = study.sel(plan="p02")
+    fig, ax = plt.subplots()
+    polys = plot_map(one["max_depth"], geometry_from=one)
+    depth = one["max_depth"].values
+    drawn = polys.get_array()
+    assert len(polys.get_paths()) == study.sizes["cell"]
+    np.testing.assert_array_equal(drawn.mask, depth <= 0.01)  # dry cells left blank
+    np.testing.assert_allclose(drawn.compressed(), depth[depth > 0.01])
+    assert polys.get_cmap().name == "Blues" and polys.get_clim()[0] == 0
+    assert "ETRS_1989_UTM_Zone_32N" in ax.get_xlabel() and "[m]" in ax.get_xlabel()
+    x0, x1 = ax.get_xlim()  # the demo mesh sits at UTM 480000 E
+    assert x0 < float(study["x"].min()) < float(study["x"].max()) < x1 and x0 > 470_000
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    diff = ensemble.difference(study, "p01", "max_water_surface").sel(plan="p04")
+    polys = plot_map(diff, geometry_from=study)
+    lo, hi = polys.get_clim()
+    assert polys.get_cmap().name == "RdBu_r" and lo == -hi and hi > 0
+    plt.close(fig)
+    fig = plot_maps(study)
+    shown = [a for a in fig.axes if a.get_label() != "<colorbar>" and a.collections]
+    assert len(shown) == len(PLANS) and {c.collections[0].get_clim() for c in shown} == {shown[0].collections[0].get_clim()}
+    fig.savefig(tmp_path / "maps.png")
+    assert (tmp_path / "maps.png").stat().st_size > 20_000
+    plt.close(fig)

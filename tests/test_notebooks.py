@@ -43,7 +43,7 @@ def test_notebooks_run_in_order(tmp_path):
     assert "went unstable" in text  # the demo's unstable plan shows as failed, with its reason
     second = run(NOTEBOOKS[1], tmp_path, env)
     images = [o for c in second.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) == 3  # maxima, a time series, a difference
+    assert len(images) == 5  # maximum depth per plan, a difference, the envelope, exceedance, hydrographs
     assert "higher than" in outputs(second)
     assert time.monotonic() - started < 180
 
@@ -51,7 +51,7 @@ def test_notebooks_run_in_order(tmp_path):
 def test_results_notebook_alone_makes_its_own_results(tmp_path):
     env = {"HECRAS_RESULTS": str(tmp_path / "fresh"), "DASK_HECRAS__SCRATCH": str(tmp_path / "scratch")}
     nb = run(NOTEBOOKS[1], tmp_path, env)
-    assert len(list((tmp_path / "fresh" / "Demo").glob("p0*/summary.nc"))) == 3
+    assert len(list((tmp_path / "fresh" / "Demo").glob("p0*/summary.nc"))) == 5
     assert "higher than" in outputs(nb)
 
 
