@@ -4,7 +4,8 @@ Installed by the scheduler preload ``dask_hecras.scheduler`` (``local_cluster()`
 CLI switch it on). It adds
 
 - ``/hecras`` (and ``/individual-hecras``, "HEC-RAS plans" in the dashboard's "More" menu): counts per
-  state, a table of plans, a panel per worker, and a timeline of plan runs per worker;
+  state, a table of plans, the maximum depth of the plan picked in it on its mesh
+  (``dashboard_map``), a panel per worker, and a timeline of plan runs per worker;
 - ``/hecras/api/plans.json``: the same state as JSON.
 
 Plans and runs come from the plan queue (``queue.PlanQueue``), which owns them; a small
@@ -152,7 +153,7 @@ def hecras_doc(scheduler, extra, doc) -> None:
         sizing_mode="stretch_width")
     counts = Div(text="", sizing_mode="stretch_width", css_classes=["hecras-counts"])
     plan_cols = ["project", "plan", "title", "state", "worker", "attempt", "elapsed", "expected", "message"]
-    plans_src = ColumnDataSource({c: [] for c in plan_cols}, name="hecras-plans")
+    plans_src = ColumnDataSource({c: [] for c in plan_cols + ["folder"]}, name="hecras-plans")
     state_fmt = HTMLTemplateFormatter(template='<span class="hecras-state" data-state="<%= value %>" '
                                                'style="color:<%= value == \'failed\' ? \'#e53935\' : '
                                                'value == \'succeeded\' ? \'#43a047\' : \'#1e88e5\' %>">'
@@ -184,6 +185,17 @@ def hecras_doc(scheduler, extra, doc) -> None:
     timeline.text(x="start", y="worker", text="plan", source=runs_src, x_offset=3, text_font_size="9pt",
                   text_baseline="middle", text_color="white", name="hecras-run-labels")  # which bar is which plan
 
+    from .dashboard_map import PlanMap
+
+    plan_map = PlanMap(doc)
+
+    def picked(attr, old, new) -> None:  # a row picked in the plan table: its map
+        data = plans_src.data
+        if new and new[0] < len(data["plan"]) and data["state"][new[0]] == "succeeded":
+            k = new[0]
+            plan_map.show(data["folder"][k], f'{data["project"][k]} {data["plan"][k]} {data["title"][k]}')
+
+    plans_src.selected.on_change("indices", picked)
     tick = [0]
 
     def refresh(table) -> None:
@@ -208,7 +220,13 @@ def hecras_doc(scheduler, extra, doc) -> None:
             "elapsed": [_fmt_seconds(p["elapsed"]) for p in plans],
             "expected": [_fmt_seconds(p["expected"]) for p in plans],
             "message": [(p["message"] or "")[:2000] for p in plans],
+            "folder": [p["folder"] for p in plans],
         })
+        if plan_map.shown is None and not plans_src.selected.indices:  # until one is picked: the latest landed
+            landed = [p for p in plans if p["state"] == "succeeded"]
+            if landed:
+                p = landed[-1]
+                plan_map.show(p["folder"], f'{p["project"]} {p["plan"]} {p["title"]}')
         plans_table.height = min(600, 30 + 26 * max(1, len(plans)))  # no blank gap under a short table
         refresh(plans_table)
         failed = [p for p in plans if p["state"] == "failed"]
@@ -243,8 +261,8 @@ def hecras_doc(scheduler, extra, doc) -> None:
     update()
     doc.add_periodic_callback(update, 1000)
     doc.title = "Dask: HEC-RAS plans"
-    doc.add_root(column(nav, counts, plans_table, failures, Div(text="<b>Workers</b>"), workers_table, timeline,
-                        sizing_mode="stretch_width"))
+    doc.add_root(column(nav, counts, plans_table, failures, plan_map.figure, plan_map.note, Div(text="<b>Workers</b>"),
+                        workers_table, timeline, sizing_mode="stretch_width"))
 
 
 # --------------------------------------------------------------------------- wiring

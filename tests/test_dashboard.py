@@ -8,6 +8,7 @@ import time
 import urllib.request
 
 import dask.config
+import numpy as np
 import psutil
 import pytest
 from distributed import Client
@@ -121,6 +122,20 @@ def test_page_in_a_real_browser(dashboard):
                                         workers: Array.from(r.data_source.data.worker)};
         }""")
         worker_rows = [r for r in page.locator(".slick-row").all_inner_texts() if "in rotation" in r]
+        # the map: the latest landed plan's maximum depth, then the other succeeded plan when picked
+        map_js = """() => {
+            const s = Bokeh.documents[0].get_model_by_name('hecras-map-cells').data;
+            const t = Bokeh.documents[0].get_model_by_name('hecras-map').title.text;
+            return {n: s.xs.length, wet: Array.from(s.value).filter(v => !Number.isNaN(v)).length,
+                    sum: Array.from(s.value).filter(v => !Number.isNaN(v)).reduce((a, b) => a + b, 0), title: t};
+        }"""
+        page.wait_for_function(f"({map_js})().n > 0", timeout=30_000)
+        first_map = page.evaluate(map_js)
+        other = "p04" if "p01" in first_map["title"] else "p01"
+        page.locator(".slick-row", has_text="succeeded").filter(has_text=other).first.click()
+        page.wait_for_function(f"({map_js})().title.includes('{other}')", timeout=30_000)
+        second_map = page.evaluate(map_js)
+        page.screenshot(path=str(shots / "hecras-dashboard-map.png"), full_page=True)
         browser.close()
     assert rows == EXPECTED, (rows, seen)
     assert any(s not in ("succeeded", "failed") for s in seen["p01"]), f"the page never showed p01 in progress: {seen}"
@@ -135,6 +150,9 @@ def test_page_in_a_real_browser(dashboard):
     table_names = {r.split("\n")[0] for r in worker_rows}
     assert set(labels["workers"]) <= table_names, (labels["workers"], table_names)
     assert (shots / "hecras-dashboard.png").stat().st_size > 10_000
+    # drawn, not blank: every real cell a polygon, some of them wet; another plan, another map
+    assert first_map["n"] == second_map["n"] == 600 and first_map["wet"] > 0 and second_map["wet"] > 0, (first_map, second_map)
+    assert first_map["sum"] != second_map["sum"] and "Maximum depth [m]" in second_map["title"]
 
 
 def test_worker_panel_keeps_what_workers_report():
@@ -210,3 +228,26 @@ def test_a_closed_tab_leaves_no_traceback_and_other_errors_still_show():
     finally:
         for logger in loggers:
             logger.removeHandler(handler)
+
+
+def test_the_map_draws_polygons_for_small_meshes_and_centres_for_big_ones(tmp_path):
+    """A browser does not want a quarter of a million polygons: past MAX_POLYGONS cells the map
+    shows cell centres, with the same depths."""
+    from dask_hecras import summarise
+    from dask_hecras.dashboard_map import MAX_POLYGONS, read_depth
+
+    from .test_fake_ras import fake
+
+    for cells, shape in ((None, "polygons"), (MAX_POLYGONS + 5_000, "points")):
+        prj = make_project(tmp_path / f"p{cells}" / "Demo" / "project", n_plans=1)
+        assert fake(prj, "p01", *(["--cells", str(cells), "--steps", "3"] if cells else [])).returncode == 0
+        folder = prj.parent / "p01"
+        folder.mkdir()
+        prj.with_suffix(".p01.hdf").rename(folder / "Demo.p01.hdf")
+        data = read_depth(folder)
+        depth = summarise(folder / "Demo.p01.hdf", time_series=False)["max_depth"].values
+        assert data["shape"] == shape and data["units"] == "m"
+        np.testing.assert_array_equal(np.isnan(data["value"]), depth <= 0.01)
+        assert len(data["xs"] if shape == "polygons" else data["x"]) == depth.size
+    with pytest.raises(FileNotFoundError):
+        read_depth(tmp_path)
