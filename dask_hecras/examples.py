@@ -395,17 +395,7 @@ def write_2d_flow_areas(geometry: h5py.Group, meshes: list[MeshGeometry]) -> Non
     info.attrs["Feature Type"] = np.bytes_(b"MultiPoint")
     _dataset(areas, "Cell Points", np.vstack([m.datasets["Cells Center Coordinate"][:m.cell_count] for m in meshes]),
              [b"X", b"Y"], b"Points", can_plot=None)
-    outlines = [m.datasets["Perimeter"] for m in meshes]
-    sizes = np.array([len(o) for o in outlines])
-    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    polygons = _dataset(areas, "Polygon Info", np.column_stack([first, sizes, np.arange(len(meshes)), np.ones(len(meshes), int)]
-                                                               ).astype("int32"),
-                        [b"Point Starting Index", b"Point Count", b"Part Starting Index", b"Part Count"], b"Feature",
-                        can_plot=None)
-    polygons.attrs["Feature Type"] = np.bytes_(b"Polygon")
-    _dataset(areas, "Polygon Parts", np.column_stack([np.zeros(len(meshes), int), sizes]).astype("int32"),
-             [b"Point Starting Index", b"Point Count"], b"Part", can_plot=None)
-    _dataset(areas, "Polygon Points", np.vstack(outlines), [b"X", b"Y"], b"Points", can_plot=None)
+    _write_features(areas, "Polygon", [m.datasets["Perimeter"] for m in meshes])
     for m in meshes:
         g = areas.create_group(m.name)
         centres = m.datasets["Cells Center Coordinate"][:m.cell_count]
@@ -422,6 +412,21 @@ def write_2d_flow_areas(geometry: h5py.Group, meshes: list[MeshGeometry]) -> Non
         for name, data in m.datasets.items():
             column, row = _COLUMNS.get(name, (None, None))
             _dataset(g, name, data, column, row)
+
+
+def _write_features(group: h5py.Group, kind: str, shapes: list[np.ndarray]) -> None:
+    """HEC-RAS's one-part feature tables: ``<kind> Info`` (point start, count, part start, count),
+    ``<kind> Parts`` and ``<kind> Points``, as it stores mesh outlines and boundary lines."""
+    sizes = np.array([len(points) for points in shapes])
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    info = _dataset(group, f"{kind} Info", np.column_stack([first, sizes, np.arange(len(shapes)),
+                                                            np.ones(len(shapes), int)]).astype("int32"),
+                    [b"Point Starting Index", b"Point Count", b"Part Starting Index", b"Part Count"], b"Feature",
+                    can_plot=None)
+    info.attrs["Feature Type"] = np.bytes_(kind.encode())
+    _dataset(group, f"{kind} Parts", np.column_stack([np.zeros(len(shapes), int), sizes]).astype("int32"),
+             [b"Point Starting Index", b"Point Count"], b"Part", can_plot=None)
+    _dataset(group, f"{kind} Points", np.vstack(shapes).astype("float64"), [b"X", b"Y"], b"Points", can_plot=None)
 
 
 def write_boundary_lines(geometry: h5py.Group, lines: list[BoundaryLine]) -> None:
@@ -446,17 +451,7 @@ def write_boundary_lines(geometry: h5py.Group, lines: list[BoundaryLine]) -> Non
             table[field_name][k:k + n] = values
         k += n
     _dataset(bc, "External Faces", table, can_plot=None)
-    sizes = np.array([len(line.points) for line in lines])
-    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    info = _dataset(bc, "Polyline Info", np.column_stack([first, sizes, np.arange(len(lines)), np.ones(len(lines), int)]
-                                                         ).astype("int32"),
-                    [b"Point Starting Index", b"Point Count", b"Part Starting Index", b"Part Count"], b"Feature",
-                    can_plot=None)
-    info.attrs["Feature Type"] = np.bytes_(b"Polyline")
-    _dataset(bc, "Polyline Parts", np.column_stack([np.zeros(len(lines), int), sizes]).astype("int32"),
-             [b"Point Starting Index", b"Point Count"], b"Part", can_plot=None)
-    _dataset(bc, "Polyline Points", np.vstack([line.points for line in lines]).astype("float64"), [b"X", b"Y"], b"Points",
-             can_plot=None)
+    _write_features(bc, "Polyline", [line.points for line in lines])
 
 
 def projection_wkt() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Iterable
@@ -34,7 +35,8 @@ def _open(item) -> tuple[xr.Dataset | None, str]:
     label = path.parent.parent.name if (path.parent / "result.json").is_file() else ""
     if path.suffix.lower() == ".hdf":
         return summarise(path), label
-    return xr.open_dataset(path, engine="h5netcdf"), label
+    with xr.open_dataset(path, engine="h5netcdf") as d:  # read and closed: an open file would, on
+        return d.load(), label                             # Windows, stop a landing replacing it
 
 
 def _own_time(datasets: list[xr.Dataset]) -> list[xr.Dataset]:
@@ -128,6 +130,122 @@ def combine(items: Iterable, *, time: str = "own") -> xr.Dataset:
     return out
 
 
+BLOCK_BYTES = 16 * 2**20
+_ENCODED = ("_FillValue", "missing_value", "scale_factor", "add_offset", "calendar")
+
+
+class _Stacked:
+    """One variable of many plans' ``summary.nc`` files of the same layout, as an array-like
+    that dask reads plan by plan (one h5py open per block), decoding as xarray would."""
+
+    def __init__(self, files: list[str], name: str, dims: tuple, shape: tuple, dtype, attrs: dict):
+        self.files, self.name, self.dims, self.attrs = files, name, dims, attrs
+        self.shape = (len(files), *shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        # plain stored values (most maxima) need no CF decoding: only fills, scales and times do;
+        # a NaN fill of a float variable (xarray's default) changes nothing
+        fill = np.asarray(attrs.get("_FillValue", np.nan)).ravel()
+        nan_fill = fill.size == 1 and np.asarray(fill).dtype.kind == "f" and np.isnan(fill[0])
+        self.encoded = (any(k in attrs for k in _ENCODED if k != "_FillValue") or not nan_fill
+                        or " since " in str(attrs.get("units", "")))
+
+    def __getitem__(self, key):
+        import h5py
+
+        plans, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        rows = []
+        for path in np.asarray(self.files)[plans].ravel():
+            with h5py.File(path, "r") as f:
+                raw = f[self.name][rest] if rest else f[self.name][()]
+            if self.encoded:
+                dims = self.dims if not rest else tuple(d for d, r in zip(self.dims, rest) if not isinstance(r, int))
+                raw = xr.conventions.decode_cf_variable(self.name, xr.Variable(dims, raw, dict(self.attrs))).values
+            rows.append(np.asarray(raw))
+        return np.stack(rows).astype(self.dtype, copy=False) if rows else np.empty((0,) + self.shape[1:], self.dtype)
+
+
+def _fast_stack(files: list[Path], plan_attrs: list[dict]) -> xr.Dataset:
+    """Plans whose summaries share one layout: coordinates from the first, every variable a lazy
+    stack read straight from the files (``plan_attrs``: each file's root attributes)."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    names = [str(f) for f in files]
+    token = tokenize(names, [os.stat(n).st_mtime_ns for n in names])
+    with xr.open_dataset(files[0], engine="h5netcdf", decode_times=False, mask_and_scale=False) as raw:
+        first = xr.decode_cf(raw)  # lazy: only the coordinates are read, the variables' layout known
+        coords = first.coords.to_dataset().load().coords
+        layout = {name: (raw[name].dims, raw[name].shape, var.dtype, dict(raw[name].attrs), dict(var.attrs))
+                  for name, var in first.data_vars.items()}
+        attrs = dict(first.attrs)
+    variables = {}
+    for name, (dims, shape, dtype, encoding, var_attrs) in layout.items():
+        reader = _Stacked(names, name, dims, shape, dtype, encoding)
+        per_plan = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        plans = max(1, min(len(names), BLOCK_BYTES // per_plan))  # ~16 MB blocks: few tasks, little memory
+        data = da.from_array(reader, chunks=(plans, *shape), asarray=True, fancy=False,
+                             name=f"hecras-summaries-{name}-{token}")
+        variables[name] = (("plan", *dims), data, var_attrs)
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+def _open_fast(files: list[Path]) -> xr.Dataset | None:
+    """Summaries grouped by layout and each group stacked straight from its files (one open per
+    file for its layout key and plan attributes); ``None`` when a file has no layout key
+    (written before it was kept): the general path must do."""
+    import h5py
+
+    from .summary import LAYOUT
+
+    keys, attrs = [], []
+    for path in files:
+        with h5py.File(path, "r") as f:
+            found = f.attrs.get(LAYOUT)
+        if found is None:
+            return None
+        found = json.loads(found.decode() if isinstance(found, bytes) else str(found))
+        keys.append(found.pop("layout"))
+        attrs.append(found)
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    labels = [path.parent.parent.name if (path.parent / "result.json").is_file() else "" for path in files]
+    parts = [(_fast_stack([files[i] for i in idx], [attrs[i] for i in idx]), [attrs[i] for i in idx],
+              [labels[i] for i in idx]) for idx in groups.values()]
+    return _label_plans(parts)
+
+
+def _label_plans(parts) -> xr.Dataset:
+    """Plan ids (``<project>/<plan>`` where ids repeat), project and per-plan attributes as
+    coordinates along ``plan``; groups of different layouts joined as ``combine`` joins plans."""
+    ids = [a.get("plan_id") or f"plan{i}" for _, attrs, _ in parts for i, a in enumerate(attrs)]
+    projects = [label or Path(a.get("plan_file", "")).stem or ""
+                for _, attrs, labels in parts for a, label in zip(attrs, labels)]
+    if len(set(ids)) < len(ids):
+        ids = [f"{p}/{i}" for p, i in zip(projects, ids)]
+    if len(set(ids)) < len(ids):
+        raise ValueError(f"plans appear more than once: {sorted(i for i in ids if ids.count(i) > 1)}")
+    out, k = [], 0
+    for ds, attrs, _ in parts:
+        n = len(attrs)
+        extra = {name: ("plan", [a.get(name, np.nan) for a in attrs]) for name in PLAN_ATTRS
+                 if any(name in a for a in attrs)}
+        ds = ds.assign_coords(plan=ids[k:k + n], project=("plan", projects[k:k + n]), **extra)
+        for dim, names in _INDEXES.items():
+            if dim in ds.dims and all(n_ in ds.coords for n_ in names):
+                ds = ds.set_index({dim: names})
+        ds.attrs = {"units_system": ds.attrs.get("units_system", "")}
+        out.append(ds)
+        k += n
+    if len(out) == 1:
+        return out[0]
+    if any("time" in d.dims for d in out):
+        out = _own_time(out)
+    return xr.concat(out, dim="plan", join="outer", data_vars="all", coords="different", compat="equals",
+                     combine_attrs="drop_conflicts")
+
+
 def summary_files(results_dir: str | os.PathLike) -> list[Path]:
     """The ``summary.nc`` of every plan under ``results_dir`` (``<project>/<plan>/``), in order:
     of each plan's current results (see ``records.load_result``), never of replaced ones."""
@@ -148,16 +266,21 @@ def summary_files(results_dir: str | os.PathLike) -> list[Path]:
 
 
 def open_results(results_dir: str | os.PathLike, *, time_series: bool = False) -> xr.Dataset:
-    """A whole batch's summaries as one dataset along ``plan``.
+    """A whole batch's (or study's) summaries as one dataset along ``plan``.
 
-    With ``time_series=True`` the 2D mesh time series are added as lazy arrays read
-    from each plan's results HDF.
+    Summaries of one layout (same meshes, same output times) are stacked lazily straight from
+    their files, read plan by plan when used: one small attribute per plan is read to open the
+    study, so hundreds of plans open in seconds and a study larger than memory works. Plans of
+    other layouts are joined as :func:`combine` joins them. Only landed plans are seen, so it can
+    be called while a batch is still landing plans. With ``time_series=True`` the 2D mesh time
+    series are added as lazy arrays read from each plan's results HDF.
     """
     files = summary_files(results_dir)
     if not files:
         raise FileNotFoundError(f"no plan summaries (summary.nc) under {results_dir}")
     if not time_series:
-        return combine(files)
+        fast = _open_fast(files)
+        return fast if fast is not None else combine(files)
     hdfs = [next(iter(sorted(f.parent.glob("*.p[0-9][0-9].hdf"))), f) for f in files]
     return combine(hdfs)
 

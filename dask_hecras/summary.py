@@ -27,6 +27,7 @@ Only what the file holds is included:
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -498,5 +499,30 @@ def write_summary(ds: xr.Dataset, path: Path) -> Path:
     this local HDF).
     """
     small = ds.drop_vars(lazy_series(ds)).load(scheduler="threads")
+    # one attribute a study reader reads per plan: the layout, and what tells the plan apart
+    small.attrs[LAYOUT] = json.dumps({"layout": layout_key(small), **{
+        k: v.item() if hasattr(v, "item") else v for k, v in small.attrs.items()
+        if k in PLAN_FIELDS and isinstance(v, (str, int, float, np.generic))}})
     small.to_netcdf(path, engine="h5netcdf")
     return path
+
+
+LAYOUT = "hecras_layout"
+PLAN_FIELDS = ("plan_id", "plan_name", "plan_file", "geometry_file", "flow_file", "hecras_version",
+               "simulation_start", "simulation_end", "run_seconds", "volume_error_percent", "source_file", "engine")
+
+
+def layout_key(ds: xr.Dataset) -> str:
+    """A fingerprint of a summary's shape: its variables (dims, shapes, types) and the values of
+    its coordinates (meshes, cells, times, lines...). Plans with equal keys stack as they are,
+    read straight from their files (``results.open_results``); only the others need aligning."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for name in sorted(ds.variables):
+        v = ds.variables[name]
+        h.update(f"{name}|{v.dims}|{v.shape}|{v.dtype}|".encode())
+        if name in ds.coords and name != "spatial_ref":
+            values = np.asarray(v.values)
+            h.update(values.astype(str).tobytes() if values.dtype == object else values.tobytes())
+    return h.hexdigest()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dask.array
 import numpy as np
 import pytest
@@ -137,3 +139,35 @@ def test_maps_draw_each_cell_with_its_value(study, tmp_path):
     fig.savefig(tmp_path / "maps.png")
     assert (tmp_path / "maps.png").stat().st_size > 20_000
     plt.close(fig)
+
+
+def test_a_study_opens_straight_from_its_files_and_equals_the_general_path(tmp_path):
+    """Summaries of one layout stack lazily, read plan by plan; a different layout (another
+    project's mesh, other output times) is joined as combine joins it; the values are the same."""
+    from dask_hecras import Project, open_results, run_plan
+    from dask_hecras.examples import make_project
+    from dask_hecras.results import summary_files
+
+    results = tmp_path / "results"
+    demo = Project(make_project(tmp_path / "demo", n_plans=4))
+    small = Project(make_project(tmp_path / "small", n_plans=1, name="Small", cells=(6, 4)))
+    for plan in demo.plans + small.plans:
+        assert run_plan(plan, engine="fake", results_dir=results).ok
+    from dask_hecras.results import _open_fast
+
+    assert _open_fast(summary_files(results)) is not None  # every summary carries its layout key
+    fast = open_results(results)
+    general = combine(summary_files(results))
+    assert isinstance(fast["max_depth"].data, dask.array.Array)  # nothing read yet but layouts
+    assert sorted(fast["plan"].values) == sorted(general["plan"].values)
+    fast, general = fast.sortby("plan").load(), general.sortby("plan")
+    assert set(fast.data_vars) == set(general.data_vars)
+    for v in ("max_depth", "max_water_surface", "max_water_surface_time", "bc_flow", "x"):
+        np.testing.assert_array_equal(fast[v].values, general[v].transpose(*fast[v].dims).values, err_msg=v)
+    for c in ("project", "plan_name", "run_seconds", "source_file"):
+        np.testing.assert_array_equal(fast[c].values, general[c].values, err_msg=c)
+    assert fast["max_depth"].attrs["units"] == "m" and int(fast["max_depth"].notnull().sum()) == 4 * 600 + 24
+    # neither path holds a summary open (on Windows that would stop the next landing replacing it)
+    held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert not [h for h in held if h.endswith("summary.nc")], held
