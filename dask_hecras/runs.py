@@ -309,7 +309,8 @@ def recover(folder: Path, worker_name: str = "") -> Outcome | None:
 
     Its engine tree is ended if still alive (a worker never removes a live engine's folder). A
     queue attempt that had landed is reported as it ended; one whose engine had finished well
-    is landed now; anything else was lost with the worker. Folders of failed runs kept for
+    is landed now, as is one HEC-RAS judged failed (running it again gives the same); anything
+    else was lost with the worker. Folders of failed runs kept for
     inspection stay (reported once); the others go.
     """
     from .engines.runner import kill_leftover
@@ -329,14 +330,17 @@ def recover(folder: Path, worker_name: str = "") -> Outcome | None:
             outcome = Outcome.of(PlanResult.from_json(ended), recovered=True)
         else:
             if result.status == "running":  # not judged yet: did the engine finish before the worker died?
+                from .pipeline import _finish
+
                 v = validate(project_in(folder, plan) / plan.results_name, plan=plan)
-                if not v.ok:
+                if v.ok or v.status in NOT_THE_MACHINE:  # HEC-RAS's own verdict: a new run gives the same
+                    result.validation = v.status
+                    result.run_seconds = result.run_seconds or v.run_seconds
+                    _finish(result, status=records.SUCCEEDED if v.ok else records.FAILED, reason=v.reason,
+                            problem="" if v.ok else "run")
+                else:  # cut short by the worker's death: lost, to run again
                     outcome = Outcome(result.attempt_id, LOST, "its worker died while the engine ran "
                                       f"({v.reason or v.status})", result.worker, result.host, recovered=True)
-                else:
-                    result.status, result.validation, result.reason = records.SUCCEEDED, v.status, v.reason
-                    result.run_seconds = result.run_seconds or v.run_seconds
-                    result.finished = time.strftime("%Y-%m-%dT%H:%M:%S")
             if outcome is None:  # judged, not landed: land it now
                 (folder / STAGED_BY).write_text(this_process())  # ours now, should landing have to wait
                 clear_incoming(result, project_dir)  # what a landing cut short left
