@@ -25,16 +25,27 @@ def _geopandas():
     return geopandas, shapely
 
 
-def _source(ds: xr.Dataset | xr.DataArray) -> Path | None:
-    """The results HDF a plan's summary came from (an attribute, or a coordinate once stacked)."""
-    value = ds.attrs.get("source_file") or (ds.coords["source_file"].values if "source_file" in ds.coords else None)
-    if value is None:
-        return None
-    value = np.asarray(value)
-    if value.ndim:
-        raise ValueError("several plans: pick one first, e.g. to_geodataframe(ds.sel(plan='p01'), ...)")
-    path = Path(str(value))
-    return path if path.is_file() else None
+def _source(obj, geometry_from=None, *, first_plan: bool = False) -> Path | None:
+    """The HDF holding the cells' outlines: ``geometry_from`` when it is a path; else the results
+    HDF the summary came from (an attribute, or a ``plan`` coordinate once stacked) of
+    ``geometry_from`` or ``obj``. Of several plans, the first with ``first_plan``; else refused
+    (their meshes may differ)."""
+    if geometry_from is not None and not isinstance(geometry_from, (xr.Dataset, xr.DataArray)):
+        return Path(geometry_from)
+    for candidate in (geometry_from, obj):
+        if candidate is None:
+            continue
+        value = candidate.attrs.get("source_file") or (
+            candidate.coords["source_file"].values if "source_file" in candidate.coords else None)
+        if value is None:
+            continue
+        value = np.asarray(value)
+        if value.ndim and not first_plan:
+            raise ValueError("several plans: pick one first, e.g. to_geodataframe(ds.sel(plan='p01'), ...)")
+        path = Path(str(value.ravel()[0]))
+        if path.is_file():
+            return path
+    return None
 
 
 def to_geodataframe(ds: xr.Dataset, variable: str | list[str], *, shape: str = "polygons",
@@ -64,7 +75,7 @@ def to_geodataframe(ds: xr.Dataset, variable: str | list[str], *, shape: str = "
     elif shape == "points":
         geoms = shapely.points(ds["x"].values, ds["y"].values)
     else:
-        source = Path(geometry_from) if geometry_from else _source(ds)
+        source = _source(ds, geometry_from or None)
         if source is None:
             raise ValueError("no results HDF to read cell polygons from (the summary's source_file is gone): "
                              "give geometry_from=<plan or geometry HDF>, or shape='points'")
@@ -81,21 +92,6 @@ def to_geodataframe(ds: xr.Dataset, variable: str | list[str], *, shape: str = "
 
 
 # --------------------------------------------------------------------------- drawing
-
-
-def _source_of(obj, geometry_from) -> Path:
-    """The HDF holding the cells' outlines: given, or the (first) plan's results HDF."""
-    if geometry_from is not None and not isinstance(geometry_from, (xr.Dataset, xr.DataArray)):
-        return Path(geometry_from)
-    for candidate in (geometry_from, obj):
-        if candidate is None:
-            continue
-        value = candidate.attrs.get("source_file") if hasattr(candidate, "attrs") else None
-        if value is None and "source_file" in candidate.coords:
-            value = np.asarray(candidate.coords["source_file"].values).ravel()[0]
-        if value is not None and Path(str(value)).is_file():
-            return Path(str(value))
-    raise ValueError("no results HDF to draw the cells from: give geometry_from=<plan HDF, or the study dataset>")
 
 
 def _cells(values: xr.DataArray):
@@ -153,7 +149,10 @@ def plot_map(values: xr.DataArray, *, ax=None, geometry_from=None, dry: float | 
     style_cmap, lo, hi = _style(name, units, data, diverging)
     if dry is not None and "depth" in name and not diverging:
         data = np.where(data > dry, data, np.nan)
-    polys = PolyCollection(_outlines(_source_of(values, geometry_from), meshes, ids), array=np.ma.masked_invalid(data),
+    source = _source(values, geometry_from, first_plan=True)
+    if source is None:
+        raise ValueError("no results HDF to draw the cells from: give geometry_from=<plan HDF, or the study dataset>")
+    polys = PolyCollection(_outlines(source, meshes, ids), array=np.ma.masked_invalid(data),
                            cmap=cmap or style_cmap, edgecolors="none")
     polys.set_clim(lo if vmin is None else vmin, hi if vmax is None else vmax)
     ax = ax or plt.gca()

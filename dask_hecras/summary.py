@@ -27,6 +27,7 @@ Only what the file holds is included:
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime
 from pathlib import Path
@@ -465,25 +466,19 @@ def summarise(hdf_path: str | Path, *, time_series: bool = True) -> xr.Dataset:
     return ds
 
 
-class _geometry_source:
+@contextlib.contextmanager
+def _geometry_source(f: h5py.File, path: Path):
     """The file holding the plan's mesh geometry: the plan HDF itself, else the geometry HDF
     it names beside it (opened and closed here), else ``None``."""
-
-    def __init__(self, f: h5py.File, path: Path):
-        self.f, self.path, self.opened = f, path, None
-
-    def __enter__(self):
-        if not hdf.meshes(self.f) or geometry.has_mesh_geometry(self.f):
-            return self.f if hdf.meshes(self.f) else None
-        beside = geometry.geometry_file_beside(self.path, self.f)
-        if beside is None:
-            return None
-        self.opened = h5py.File(beside, "r")
-        return self.opened
-
-    def __exit__(self, *exc):
-        if self.opened is not None:
-            self.opened.close()
+    if not hdf.meshes(f) or geometry.has_mesh_geometry(f):
+        yield f if hdf.meshes(f) else None
+        return
+    beside = geometry.geometry_file_beside(path, f)
+    if beside is None:
+        yield None
+        return
+    with h5py.File(beside, "r") as g:
+        yield g
 
 
 def lazy_series(ds: xr.Dataset) -> list[str]:

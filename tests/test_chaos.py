@@ -444,16 +444,17 @@ def test_an_engine_dies_with_its_worker_and_its_folder_goes_only_once_it_is_dead
                 p.kill()
 
 
-def test_a_run_hec_ras_judged_failed_is_not_run_again_when_its_worker_died(office, tmp_path):
-    """A PC's worker dies mid-run; its engine finishes anyway, and HEC-RAS says the model went
-    unstable. The PC's next worker finds that verdict in the run folder: the plan is failed, with
-    HEC-RAS's reason, not lost and run again (a retry of an unstable model gives the same)."""
-    prj = make_project(tmp_path / "project", n_plans=1, behaviour={"p01": {"seconds": 3, "outcome": "unstable"}})
+def _worker_dies_while_its_engine_finishes(office, tmp_path, behaviour: dict, env: dict | None = None):
+    """One plan on one PC: its worker is SIGKILLed once the engine started, the engine runs to its
+    end without it, and only then does the PC's next worker start (held by ``tests.worker_hooks``).
+    Returns the office, results folder, batch and the batch's results."""
+    prj = make_project(tmp_path / "project", n_plans=1, behaviour={"p01": behaviour})
     hold = tmp_path / "hold"
     results = tmp_path / "results"
     o = office()
     o.scheduler()
-    o.worker("pc0", preload=("tests.worker_hooks",), env={"HECRAS_TEST_HOLD": str(hold), "PYTHONPATH": str(REPO)})
+    o.worker("pc0", preload=("tests.worker_hooks",),
+             env={"HECRAS_TEST_HOLD": str(hold), "PYTHONPATH": str(REPO), **(env or {})})
     with o.client() as client:
         client.wait_for_workers(1, timeout=120)
         batch = submit(client, Project(prj).plans, results_dir=results, retries=2)
@@ -465,6 +466,15 @@ def test_a_run_hec_ras_judged_failed_is_not_run_again_when_its_worker_died(offic
                  "the engine to finish without its worker")
         hold.unlink()
         got = batch.results(timeout=300)
+    return o, results, batch, got
+
+
+def test_a_run_hec_ras_judged_failed_is_not_run_again_when_its_worker_died(office, tmp_path):
+    """A PC's worker dies mid-run; its engine finishes anyway, and HEC-RAS says the model went
+    unstable. The PC's next worker finds that verdict in the run folder: the plan is failed, with
+    HEC-RAS's reason, not lost and run again (a retry of an unstable model gives the same)."""
+    o, results, batch, got = _worker_dies_while_its_engine_finishes(
+        office, tmp_path, {"seconds": 3, "outcome": "unstable"})
     assert [(r.plan_id, r.status) for r in got] == [("p01", "failed")], [r.reason for r in got]
     assert "went unstable" in got[0].reason and got[0].reason.startswith("FAKE ENGINE"), got[0].reason
     starts = [line for line in o.journal_lines() if line[0] == "start"]
@@ -476,24 +486,8 @@ def test_a_run_landed_by_a_worker_that_died_before_reporting_is_not_run_again(of
     """A PC's worker dies mid-run; its engine finishes anyway; the PC's next worker lands that run
     and dies before its report gets out; the worker after it reports only what it swept. The
     results folder says the plan landed: it is never run again (it was, before: chaos found it)."""
-    prj = make_project(tmp_path / "project", n_plans=1, behaviour={"p01": {"seconds": 3}})
-    hold = tmp_path / "hold"
-    results = tmp_path / "results"
-    o = office()
-    o.scheduler()
-    o.worker("pc0", preload=("tests.worker_hooks",),
-             env={"HECRAS_TEST_HOLD": str(hold), "HECRAS_TEST_MUTE": "recovered", "PYTHONPATH": str(REPO)})
-    with o.client() as client:
-        client.wait_for_workers(1, timeout=120)
-        batch = submit(client, Project(prj).plans, results_dir=results, retries=2)
-        wait_for(lambda: [line for line in o.journal_lines() if line[0] == "start"], 60, "the engine to start")
-        hold.touch()  # the PC's next worker waits at its start
-        pid = client.run(os.getpid)
-        os.kill(next(iter(pid.values())), signal.SIGKILL)
-        wait_for(lambda: [line for line in o.journal_lines() if line[0] == "end"], 60,
-                 "the engine to finish without its worker")
-        hold.unlink()
-        got = batch.results(timeout=300)
+    o, results, batch, got = _worker_dies_while_its_engine_finishes(
+        office, tmp_path, {"seconds": 3}, {"HECRAS_TEST_MUTE": "recovered"})
     assert [(r.plan_id, r.status) for r in got] == [("p01", "succeeded")], [r.reason for r in got]
     starts = [line for line in o.journal_lines() if line[0] == "start"]
     assert len(starts) == 1, f"the landed run was started again: {starts}"
