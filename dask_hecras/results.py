@@ -131,7 +131,7 @@ def combine(items: Iterable, *, time: str = "own") -> xr.Dataset:
 
 
 BLOCK_BYTES = 16 * 2**20
-_ENCODED = ("_FillValue", "missing_value", "scale_factor", "add_offset", "calendar")
+_ENCODED = ("_FillValue", "missing_value", "scale_factor", "add_offset", "calendar", "_Encoding", "dtype")
 
 
 class _Stacked:
@@ -160,6 +160,8 @@ class _Stacked:
                 raw = f[self.name][rest] if rest else f[self.name][()]
             if self.encoded:
                 dims = self.dims if not rest else tuple(d for d, r in zip(self.dims, rest) if not isinstance(r, int))
+                if raw.ndim == len(dims) + 1:  # text stored as characters along a last dimension
+                    dims += ("characters",)
                 raw = xr.conventions.decode_cf_variable(self.name, xr.Variable(dims, raw, dict(self.attrs))).values
             rows.append(np.asarray(raw))
         return np.stack(rows).astype(self.dtype, copy=False) if rows else np.empty((0,) + self.shape[1:], self.dtype)
@@ -173,10 +175,10 @@ def _fast_stack(files: list[Path], plan_attrs: list[dict]) -> xr.Dataset:
 
     names = [str(f) for f in files]
     token = tokenize(names, [os.stat(n).st_mtime_ns for n in names])
-    with xr.open_dataset(files[0], engine="h5netcdf", decode_times=False, mask_and_scale=False) as raw:
+    with xr.open_dataset(files[0], engine="h5netcdf", decode_cf=False) as raw:
         first = xr.decode_cf(raw)  # lazy: only the coordinates are read, the variables' layout known
         coords = first.coords.to_dataset().load().coords
-        layout = {name: (raw[name].dims, raw[name].shape, var.dtype, dict(raw[name].attrs), dict(var.attrs))
+        layout = {name: (var.dims, var.shape, var.dtype, dict(raw[name].attrs), dict(var.attrs))
                   for name, var in first.data_vars.items()}
         attrs = dict(first.attrs)
     variables = {}

@@ -38,6 +38,7 @@ import numpy as np
 import xarray as xr
 
 from . import geometry, hdf
+from .netcdf import write_netcdf
 
 TS = f"{hdf.BASE}/Unsteady Time Series"
 SUMMARY = f"{hdf.BASE}/Summary Output"
@@ -483,41 +484,24 @@ def _geometry_source(f: h5py.File, path: Path):
 
 def lazy_series(ds: xr.Dataset) -> list[str]:
     """The big 2D time series (over time and cells or faces), read from the HDF when used."""
-    return [v for v in ds.data_vars if "time" in ds[v].dims and {"cell", "face"} & set(ds[v].dims)]
+    return [v for v in ds.data_vars if "time" in ds.variables[v].dims and {"cell", "face"} & set(ds.variables[v].dims)]
 
 
 def write_summary(ds: xr.Dataset, path: Path) -> Path:
     """Write ``ds`` as netCDF without the big 2D time series (they stay in the HDF).
 
-    Written through h5netcdf, so no netCDF C library is needed. What is left is small and read
-    here, by threads, never through a notebook's default Client (whose workers may not even see
-    this local HDF).
+    Written straight with h5py (``netcdf.write_netcdf``: no netCDF C library, and a tenth of
+    xarray's cost). What is left is small and read here, by threads, never through a notebook's
+    default Client (whose workers may not even see this local HDF). One global attribute holds
+    what a study reader needs per plan: the layout's fingerprint and what tells the plan apart.
     """
     small = ds.drop_vars(lazy_series(ds)).load(scheduler="threads")
-    # one attribute a study reader reads per plan: the layout, and what tells the plan apart
-    small.attrs[LAYOUT] = json.dumps({"layout": layout_key(small), **{
-        k: v.item() if hasattr(v, "item") else v for k, v in small.attrs.items()
-        if k in PLAN_FIELDS and isinstance(v, (str, int, float, np.generic))}})
-    small.to_netcdf(path, engine="h5netcdf")
+    plan = {k: v.item() if hasattr(v, "item") else v for k, v in small.attrs.items()
+            if k in PLAN_FIELDS and isinstance(v, (str, int, float, np.generic))}
+    write_netcdf(small, path, more_attrs=lambda key: {LAYOUT: json.dumps({"layout": key, **plan})})
     return path
 
 
 LAYOUT = "hecras_layout"
 PLAN_FIELDS = ("plan_id", "plan_name", "plan_file", "geometry_file", "flow_file", "hecras_version",
                "simulation_start", "simulation_end", "run_seconds", "volume_error_percent", "source_file", "engine")
-
-
-def layout_key(ds: xr.Dataset) -> str:
-    """A fingerprint of a summary's shape: its variables (dims, shapes, types) and the values of
-    its coordinates (meshes, cells, times, lines...). Plans with equal keys stack as they are,
-    read straight from their files (``results.open_results``); only the others need aligning."""
-    import hashlib
-
-    h = hashlib.sha1()
-    for name in sorted(ds.variables):
-        v = ds.variables[name]
-        h.update(f"{name}|{v.dims}|{v.shape}|{v.dtype}|".encode())
-        if name in ds.coords and name != "spatial_ref":
-            values = np.asarray(v.values)
-            h.update(values.astype(str).tobytes() if values.dtype == object else values.tobytes())
-    return h.hexdigest()
