@@ -222,11 +222,11 @@ def hecras_doc(scheduler, extra, doc) -> None:
             "message": [(p["message"] or "")[:2000] for p in plans],
             "folder": [p["folder"] for p in plans],
         })
-        if plan_map.shown is None and not plans_src.selected.indices:  # until one is picked: the latest landed
-            landed = [p for p in plans if p["state"] == "succeeded"]
-            if landed:
-                p = landed[-1]
-                plan_map.show(p["folder"], f'{p["project"]} {p["plan"]} {p["title"]}')
+        landed = [(p["folder"], f'{p["project"]} {p["plan"]} {p["title"]}') for p in plans
+                  if p["state"] == "succeeded" and p["folder"]]
+        if plan_map.shown is None and not plans_src.selected.indices and landed:
+            plan_map.show(*landed[-1])  # until one is picked: the latest landed
+        plan_map.landed(landed)
         plans_table.height = min(600, 30 + 26 * max(1, len(plans)))  # no blank gap under a short table
         refresh(plans_table)
         failed = [p for p in plans if p["state"] == "failed"]
@@ -261,7 +261,7 @@ def hecras_doc(scheduler, extra, doc) -> None:
     update()
     doc.add_periodic_callback(update, 1000)
     doc.title = "Dask: HEC-RAS plans"
-    doc.add_root(column(nav, counts, plans_table, failures, plan_map.figure, plan_map.note, Div(text="<b>Workers</b>"),
+    doc.add_root(column(nav, counts, plans_table, failures, plan_map.mode, plan_map.figure, plan_map.note, Div(text="<b>Workers</b>"),
                         workers_table, timeline, sizing_mode="stretch_width"))
 
 

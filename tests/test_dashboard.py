@@ -92,6 +92,9 @@ def test_page_in_a_real_browser(dashboard):
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        js_errors: list[str] = []  # the page's own scripts (our map's unpacking among them) fail nowhere
+        page.on("pageerror", lambda e: js_errors.append(str(e)))
+        page.on("console", lambda m: js_errors.append(m.text) if m.type == "error" else None)
         page.goto(f"{base}/hecras")
         # Bokeh's DataTable, inside shadow DOM: the worker panel's rows show first
         page.locator(".slick-row", has_text="in rotation").first.wait_for(timeout=60_000)
@@ -127,7 +130,8 @@ def test_page_in_a_real_browser(dashboard):
             const s = Bokeh.documents[0].get_model_by_name('hecras-map-cells').data;
             const t = Bokeh.documents[0].get_model_by_name('hecras-map').title.text;
             return {n: s.xs.length, wet: Array.from(s.value).filter(v => !Number.isNaN(v)).length,
-                    sum: Array.from(s.value).filter(v => !Number.isNaN(v)).reduce((a, b) => a + b, 0), title: t};
+                    sum: Array.from(s.value).filter(v => !Number.isNaN(v)).reduce((a, b) => a + b, 0), title: t,
+                    value: Array.from(s.value).map(v => Number.isNaN(v) ? -1 : v), plan: Array.from(s.plan)};
         }"""
         page.wait_for_function(f"({map_js})().n > 0", timeout=30_000)
         first_map = page.evaluate(map_js)
@@ -135,8 +139,14 @@ def test_page_in_a_real_browser(dashboard):
         page.locator(".slick-row", has_text="succeeded").filter(has_text=other).first.click()
         page.wait_for_function(f"({map_js})().title.includes('{other}')", timeout=30_000)
         second_map = page.evaluate(map_js)
+        page.locator(".bk-btn", has_text="Envelope so far").click()  # the envelope of the landed plans
+        page.wait_for_function(f"({map_js})().title.includes('envelope of 2 landed plans')", timeout=30_000)
+        envelope = page.evaluate(map_js)
         page.screenshot(path=str(shots / "hecras-dashboard-map.png"), full_page=True)
+        page.locator(".bk-btn", has_text="Plan picked").click()  # and back to the plan picked
+        page.wait_for_function(f"({map_js})().title.includes('{other}')", timeout=30_000)
         browser.close()
+    assert not js_errors, js_errors
     assert rows == EXPECTED, (rows, seen)
     assert any(s not in ("succeeded", "failed") for s in seen["p01"]), f"the page never showed p01 in progress: {seen}"
     assert len(worker_rows) == 2 and all(f"\n{psutil.cpu_count()}\n" in r for r in worker_rows), worker_rows
@@ -153,6 +163,13 @@ def test_page_in_a_real_browser(dashboard):
     # drawn, not blank: every real cell a polygon, some of them wet; another plan, another map
     assert first_map["n"] == second_map["n"] == 600 and first_map["wet"] > 0 and second_map["wet"] > 0, (first_map, second_map)
     assert first_map["sum"] != second_map["sum"] and "Maximum depth [m]" in second_map["title"]
+    # the envelope: each cell the deeper of the two plans, and which plan that was
+    deepest = np.maximum(first_map["value"], second_map["value"])
+    np.testing.assert_allclose(envelope["value"], deepest, rtol=1e-6)
+    setter = np.where(np.asarray(first_map["value"]) > np.asarray(second_map["value"]),  # ties: the plan shown
+                      first_map["plan"][0], second_map["plan"][0])
+    wet = deepest > 0
+    assert list(np.asarray(envelope["plan"])[wet]) == list(setter[wet]), set(setter[wet])
 
 
 def test_worker_panel_keeps_what_workers_report():
@@ -248,6 +265,38 @@ def test_the_map_draws_polygons_for_small_meshes_and_centres_for_big_ones(tmp_pa
         depth = summarise(folder / "Demo.p01.hdf", time_series=False)["max_depth"].values
         assert data["shape"] == shape and data["units"] == "m"
         np.testing.assert_array_equal(np.isnan(data["value"]), depth <= 0.01)
-        assert len(data["xs"] if shape == "polygons" else data["x"]) == depth.size
+        assert len(data["start"] if shape == "polygons" else data["x"]) == depth.size
     with pytest.raises(FileNotFoundError):
         read_depth(tmp_path)
+
+
+def test_the_envelope_folds_plans_in_as_they_land_and_leaves_other_meshes_out(tmp_path):
+    """The map's envelope equals the study's (ensemble.envelope over open_results) at each step,
+    reading each landed plan once; a plan of another mesh is counted, not drawn."""
+    from pathlib import Path
+
+    from dask_hecras import Project, combine, ensemble, run_plan
+    from dask_hecras.dashboard_map import Envelope
+
+    results = tmp_path / "results"
+    demo = Project(make_project(tmp_path / "demo", n_plans=3))
+    small = Project(make_project(tmp_path / "small", n_plans=1, name="Small", cells=(6, 4)))
+    landed = []
+    for plan, label in zip(demo.plans + small.plans, ["p01", "p02", "p03", "small"]):
+        r = run_plan(plan, engine="fake", results_dir=results)
+        assert r.ok
+        landed.append((str(r.summary.parent), label))
+    envelope = Envelope(*landed[0])
+    for k in (1, 2, 3):
+        envelope.fold(landed[:k])
+        value, code = envelope.values()
+        names = np.asarray(envelope.labels + [""])[code]
+        study = ensemble.envelope(combine([Path(f) / "summary.nc" for f, _ in landed[:k]]), "max_depth")
+        expected = study["envelope"].values
+        np.testing.assert_allclose(np.nan_to_num(value), np.where(expected > 0.01, expected, 0), rtol=1e-6)
+        wet = expected > 0.01
+        assert list(np.asarray(names)[wet]) == list(study["envelope_plan"].values[wet])
+    envelope.fold(landed)
+    assert envelope.other_meshes == 1 and envelope.labels == ["p01", "p02", "p03"]
+    value, code = envelope.values()
+    assert set(code[np.isfinite(value)]) <= {0, 1, 2} and set(code[np.isnan(value)]) <= {-1} and len(value) == 600
