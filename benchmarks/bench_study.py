@@ -54,7 +54,8 @@ def measure_h5py(root: str) -> dict:
 
 def measure_open(root: str) -> dict:
     import dask.array  # noqa: F401  (what open_results uses, imported before the clock as the
-    import h5netcdf  # noqa: F401   loop's h5py is: any session that has read results has them)
+    import distributed  # noqa: F401   loop's h5py is: a session with a cluster has them all;
+    import h5netcdf  # noqa: F401   dask's compute imports distributed to look for a client)
 
     from dask_hecras import open_results
 

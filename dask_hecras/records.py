@@ -21,6 +21,7 @@ study's ``River.prj``) gets ``<name>_<its study folder's name>``, e.g. ``River_s
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -100,8 +101,9 @@ class PlanResult:
 
 
 def write_json(path: Path, data) -> None:
-    """Write whole or not at all: a temporary name, then a rename. Windows refuses to replace a
-    file while someone reads it (a status check, the dashboard): that is tried again for a while."""
+    """Write whole or not at all: a temporary name, then a rename. Windows (and a Linux PC's SMB
+    client) refuse to replace a file while someone reads it (a status check, the dashboard): that
+    is tried again for a while."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -111,8 +113,9 @@ def write_json(path: Path, data) -> None:
             try:
                 os.replace(tmp, path)
                 break
-            except PermissionError:  # written, but the target is in use (Windows)
-                if wait > 3.2:
+            except OSError as e:  # written, but the target is in use: Windows says access denied,
+                # a Linux SMB client EEXIST or EBUSY (another PC holds it): tried again for a while
+                if not (isinstance(e, PermissionError) or e.errno in (errno.EEXIST, errno.EBUSY)) or wait > 3.2:
                     raise
                 time.sleep(wait)
                 wait *= 2
@@ -202,6 +205,8 @@ def claim_project_folder(root: Path, prj: str | os.PathLike) -> Path:
     for name in _candidates(prj):
         folder = Path(root) / name
         owner = _owner(folder)
+        if owner is None and (folder / PROJECT_MARK).exists():  # another PC is writing its mark now
+            owner = _claimed_by(folder)
         if owner is None and folder.is_dir() and any(folder.iterdir()):
             if _legacy_owner(root, prj.stem) != key:
                 continue  # an earlier version's folder of another (or an unknown) project

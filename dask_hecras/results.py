@@ -267,6 +267,24 @@ def summary_files(results_dir: str | os.PathLike) -> list[Path]:
     return found
 
 
+def unsummarised(results_dir: str | os.PathLike) -> list[Path]:
+    """Plan folders whose current results succeeded but carry no ``summary.nc`` (yet: a batch
+    writes it just after the results land; a landing that replaced a plan's earlier results
+    leaves the plan out of the study until then)."""
+    root = Path(results_dir)
+    out = []
+    for mark in sorted(root.glob("*/*/result.json")):
+        plan_dir = mark.parent
+        if plan_dir.name.startswith(".") or records.BESIDE in plan_dir.name or plan_dir.name.endswith(".failed"):
+            continue
+        if (plan_dir / "summary.nc").is_file():
+            continue
+        landed = records.load_result(plan_dir)
+        if landed is not None and landed.ok and not (records.current_folder(plan_dir) / "summary.nc").is_file():
+            out.append(plan_dir)
+    return out
+
+
 def open_results(results_dir: str | os.PathLike, *, time_series: bool = False) -> xr.Dataset:
     """A whole batch's (or study's) summaries as one dataset along ``plan``.
 
@@ -278,6 +296,14 @@ def open_results(results_dir: str | os.PathLike, *, time_series: bool = False) -
     series are added as lazy arrays read from each plan's results HDF.
     """
     files = summary_files(results_dir)
+    waiting = unsummarised(results_dir)
+    if waiting:
+        import warnings
+
+        warnings.warn(f"{len(waiting)} landed plan(s) have no summary yet, so are not in the study: "
+                      f"{', '.join(str(p.relative_to(results_dir)) for p in waiting[:10])}"
+                      f"{' ...' if len(waiting) > 10 else ''}. A batch summarises them as they land; "
+                      "dask_hecras.pipeline.summarise_into(<plan folder>) builds one", stacklevel=2)
     if not files:
         raise FileNotFoundError(f"no plan summaries (summary.nc) under {results_dir}")
     if not time_series:

@@ -171,3 +171,18 @@ def test_a_study_opens_straight_from_its_files_and_equals_the_general_path(tmp_p
     held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
             if os.path.exists(f"/proc/self/fd/{fd}")]
     assert not [h for h in held if h.endswith("summary.nc")], held
+
+
+def test_a_landed_plan_without_its_summary_yet_is_named_not_silently_left_out(tmp_path):
+    """Between a landing and its summary (a re-landing replaces the folder, summary and all; the
+    summary follows), the study cannot show the plan: open_results says which plans."""
+    from dask_hecras import Project, open_results, run_plan
+    from dask_hecras.examples import make_project
+
+    results = tmp_path / "results"
+    for plan in Project(make_project(tmp_path / "demo", n_plans=2)).plans:
+        assert run_plan(plan, engine="fake", results_dir=results).ok
+    (results / "Demo" / "p02" / "summary.nc").unlink()
+    with pytest.warns(UserWarning, match=r"1 landed plan\(s\) have no summary yet.*Demo/p02"):
+        study = open_results(results)
+    assert list(study["plan"].values) == ["p01"]

@@ -4,6 +4,8 @@ or notebook on the previous results must never cost a run or a result."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import subprocess
 import sys
@@ -73,6 +75,38 @@ def test_a_record_is_written_once_its_reader_lets_go(tmp_path, monkeypatch):
     write_json(path, {"n": 2})
     assert time.monotonic() - t >= 0.3 and path.read_text().count('"n": 2') == 1
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"], "no temporary file left"
+
+
+@pytest.mark.parametrize("code", [errno.EEXIST, errno.EBUSY])
+def test_a_record_another_pc_holds_on_a_linux_smb_mount_is_written_once_it_lets_go(tmp_path, monkeypatch, code):
+    """A Linux PC's SMB client reports a file another PC holds open as EEXIST or EBUSY (seen with
+    Samba in test_smb_share), not Windows' access denied: the write waits for it too."""
+    real, refused = os.replace, []
+
+    def replace(src, dst):
+        if len(refused) < 3:
+            refused.append(dst)
+            raise OSError(code, os.strerror(code), str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    path = tmp_path / "result.json"
+    write_json(path, {"n": 2})
+    assert len(refused) == 3 and json.loads(path.read_text()) == {"n": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"], "no temporary file left"
+
+
+def test_a_project_folder_being_claimed_by_another_pc_is_shared_not_split(tmp_path):
+    """Another PC has just created the project's mark and not yet written it: this PC waits for
+    it rather than taking the next name (one project split over River and River_study)."""
+    from dask_hecras.records import PROJECT_MARK, claim_project_folder, project_key
+
+    prj = "/studies/study/River/River.prj"
+    (tmp_path / "River").mkdir()
+    (tmp_path / "River" / PROJECT_MARK).touch()
+    threading.Timer(0.3, lambda: (tmp_path / "River" / PROJECT_MARK).write_text(
+        json.dumps({"key": project_key(prj), "project": prj, "name": "River"}))).start()
+    assert claim_project_folder(tmp_path, prj) == tmp_path / "River"
 
 
 def test_results_held_open_never_cost_the_new_run(demo, results, monkeypatch):
