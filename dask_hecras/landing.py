@@ -148,6 +148,7 @@ def land(result: PlanResult, files: list[Path], project_dir: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    clear_abandoned(project_dir, result.plan_id)
     for stale in project_dir.glob(f".{final.name}.old-*"):  # left by a landing whose worker died mid-swap
         shutil.rmtree(stale, ignore_errors=True)
     settle(final)  # what landed beside it earlier is older now
@@ -205,6 +206,26 @@ def incoming_prefix(result: PlanResult) -> str:
 def clear_incoming(result: PlanResult, project_dir: Path) -> None:
     for stale in Path(project_dir).glob(f"{incoming_prefix(result)}*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+ABANDONED_AFTER = 86400.0  # seconds untouched after which an incoming folder is one a dead PC left
+
+
+def clear_abandoned(project_dir: Path, plan_id: str, older_than: float = ABANDONED_AFTER) -> list[Path]:
+    """Remove what landings of ``plan_id`` cut short by a PC that died left behind (hidden
+    incoming folders untouched for a day: a landing in progress adds files all the time), once
+    the plan has landed; an attempt landing again clears its own at once (``clear_incoming``)."""
+    import time
+
+    gone = []
+    for stale in Path(project_dir).glob(f".{plan_id}.incoming-*"):
+        try:
+            if time.time() - stale.stat().st_mtime > older_than:
+                shutil.rmtree(stale, ignore_errors=True)
+                gone.append(stale)
+        except OSError:
+            continue
+    return gone
 
 
 def land_record(result: PlanResult, project_dir: Path) -> None:

@@ -357,3 +357,19 @@ def test_the_branch_a_windows_client_takes(monkeypatch):
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setattr(ctypes, "windll", fake, raising=False)
     assert for_cluster("P:\\x.prj", other_pcs=True) == "\\\\fs\\projects\\x.prj"
+
+
+def test_what_a_dead_pcs_landing_left_goes_when_the_plan_lands(demo, results):
+    """A PC killed mid-landing leaves a hidden incoming folder no attempt of its will clear
+    (seen on the SMB share): the plan's next landing removes those untouched for a day, never a
+    landing still copying."""
+    from dask_hecras.records import claim_project_folder
+
+    project_dir = claim_project_folder(results, demo)
+    old, fresh = project_dir / ".p01.incoming-direct-dead-a1-0123abcd", project_dir / ".p01.incoming-other-a2-4567ef01"
+    for folder in (old, fresh):
+        folder.mkdir(parents=True)
+        (folder / "Demo.p01.hdf").write_bytes(b"half a copy")
+    os.utime(old, (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    assert run_plan(Project(demo).plan("p01"), engine="fake", results_dir=results).ok
+    assert not old.exists() and fresh.is_dir()
