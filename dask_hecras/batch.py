@@ -95,15 +95,23 @@ def check_options(engine, retries, timeout) -> float | None:
     """The options of a batch, checked here rather than on every worker; the timeout in seconds."""
     from .engines import ENGINES
 
-    if not isinstance(engine, str) or engine.lower() not in ENGINES:
-        raise ValueError(f"engine must be one of {sorted(ENGINES)} (each worker's configuration says what "
-                         f"runs), not {engine!r}")
+    if not isinstance(engine, str) or engine.lower() not in (*ENGINES, "auto"):
+        raise ValueError(f"engine must be one of {sorted([*ENGINES, 'auto'])} (each worker's configuration says "
+                         f"what runs; auto: whichever HEC-RAS each worker has), not {engine!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be a whole number, 0 or more, not {retries!r}")
     return config.timeout_seconds(timeout, "timeout")
 
 
 # --------------------------------------------------------------------------- submitting
+
+
+def prepared_for_linux(plan: Plan) -> bool:
+    """Whether the plan has what HEC-RAS's Linux engine needs (prepared by HEC-RAS on Windows),
+    so the queue may send it to a Linux worker."""
+    from .engines.linux import missing_inputs
+
+    return not missing_inputs(plan)
 
 
 def submit(
@@ -123,7 +131,10 @@ def submit(
     Plans whose results already landed in ``results_dir`` from the same input files are
     skipped unless ``force``. ``retries`` is how many failed runs of a plan are run again
     (a run lost with its worker, or stopped by its PC's owner, is not a failed run).
-    ``engine`` is ``"ras"`` (each worker's HEC-RAS; the default, ``hecras.engine``) or ``"fake"``.
+    ``engine`` is ``"ras"`` (each worker's HEC-RAS; the default, ``hecras.engine``), ``"linux"``
+    (HEC-RAS's Linux engine, for plans prepared on Windows), ``"auto"`` (whichever of the two a
+    worker has: each plan goes only to a worker with its engine and a version that opens it; a
+    plan no worker can run fails at once, saying why) or ``"fake"``.
     ``timeout`` (``"8h"``, ``"90min"``, seconds) limits each run; ``None`` leaves it to each
     worker's ``hecras.timeout``. The batch belongs to the scheduler's queue: it goes on
     whether or not this client stays (``detach`` is kept for earlier code; it changes nothing).
@@ -145,7 +156,9 @@ def submit(
     memo: dict = {}
     cells: dict = {}
     entries = [{"project": sent[p.project], "plan": p.id, "title": p.title,
-                "fingerprint": fingerprint(p, files, memo), "work": plan_work(p, cells)} for p, files in zip(plans, inputs)]
+                "fingerprint": fingerprint(p, files, memo), "work": plan_work(p, cells),
+                "version": p.program_version or "", "prepared": prepared_for_linux(p)}
+               for p, files in zip(plans, inputs)]
     payload = {"results_dir": sent[root], "engine": engine.lower(), "retries": retries, "timeout": timeout_s,
                "force": bool(force), "scratch": str(scratch) if scratch else None, "plans": entries,
                "client": f"{os.environ.get('USERNAME') or os.environ.get('USER') or ''}@{_host()}"}

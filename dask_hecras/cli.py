@@ -71,33 +71,36 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
               certs: Path | None = None, keep_open: bool = False) -> int:
     """``dask-hecras run``: every check that can be made here is made before a cluster starts."""
     from .batch import check_inputs, check_options, check_results_dir
-    from .engines import EngineNotFound, RasExe, default_engine
+    from .engines import EngineNotFound, RasExe, default_engine, get_engine
     from .project import Project, ProjectError
 
     engine = (engine or default_engine()).lower()
     try:
         check_options(engine, retries, timeout)
-        ras = RasExe() if engine == "ras" and scheduler is None else None  # this PC runs the plans
-        if ras is not None:
+        here = get_engine(engine) if engine != "fake" and scheduler is None else None  # this PC runs the plans
+        if here is not None:
             try:
-                engine_words = ras.available()
+                engine_words = here.available()
             except EngineNotFound as e:
                 raise ValueError(f"{e}. To try dask-hecras without HEC-RAS: --engine fake (synthetic results in "
                                  "HEC-RAS's layout), or dask-hecras demo") from None
-        elif engine == "ras":
-            engine_words = "HEC-RAS (each worker's own installation)"
+        elif engine != "fake":
+            engine_words = {"ras": "HEC-RAS (each worker's own installation)",
+                            "linux": "HEC-RAS's Linux engine (each worker's own installation)",
+                            "auto": "whichever HEC-RAS each worker has (Ras.exe; the Linux engine for prepared plans)",
+                            }[engine]
         else:
             engine_words = "the FAKE engine (synthetic results in HEC-RAS's layout, not HEC-RAS)"
         project = Project(prj)
         plans = [project.plan(p) for p in plan_ids] if plan_ids else project.plans
         check_results_dir(results, plans)
         check_inputs(plans)
-        if ras is not None:  # a version this PC lacks is known now, not after the cluster started
+        if here is not None:  # a version this PC lacks, or a plan not prepared, is known now
             unmet = []
             for plan in plans:
                 try:
-                    ras.executable_for(plan)
-                except EngineNotFound as e:
+                    here.executable_for(plan) if isinstance(here, RasExe) else here.extra_inputs(plan)
+                except (EngineNotFound, ProjectError) as e:
                     unmet.append(f"{plan.id}: {e}")
             if unmet:
                 raise ValueError("no HEC-RAS on this PC can run " + "; ".join(unmet))
@@ -392,9 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("project", type=Path, help="the project file NAME.prj")
     run.add_argument("--plans", help="comma-separated plan ids (default: every plan)")
     run.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a local cluster)")
-    run.add_argument("--engine", default=None, choices=["ras", "fake"],
-                     help="ras: HEC-RAS (the default: this PC's, or each worker's with --scheduler); fake: the "
-                          "fake engine, synthetic results in HEC-RAS's layout, to try dask-hecras without HEC-RAS")
+    run.add_argument("--engine", default=None, choices=["ras", "linux", "auto", "fake"],
+                     help="ras: HEC-RAS (the default: this PC's, or each worker's with --scheduler); linux: HEC-RAS's "
+                          "Linux engine, for plans prepared on Windows; auto: whichever of the two each worker has; "
+                          "fake: the fake engine, synthetic results in HEC-RAS's layout, to try dask-hecras without HEC-RAS")
     run.add_argument("--results", type=Path, default=None, help="results folder (default: hecras.results-dir or ./hecras-results)")
     run.add_argument("--retries", type=int, default=2, help="extra attempts for failures a retry can fix (default 2)")
     run.add_argument("--timeout", default=None, help="per-plan time limit, e.g. 6h or 900 (seconds)")

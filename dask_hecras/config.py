@@ -82,3 +82,36 @@ def state_folder() -> Path:
 
     base = os.environ.get("LOCALAPPDATA") or os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
     return Path(base) / "dask-hecras"
+
+
+def cores_per_plan() -> int | None:
+    """``hecras.cores-per-plan``: the cores one HEC-RAS run uses (None: all of the machine's)."""
+    value = get("cores-per-plan")
+    if value in (None, "", 0, "null", "none"):
+        return None
+    try:
+        cores = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"hecras.cores-per-plan: {value!r} is not a number of cores") from None
+    if cores < 1:
+        raise ValueError(f"hecras.cores-per-plan: {value!r} must be at least 1")
+    return cores
+
+
+def ras_slots(cores: int | None = None) -> int:
+    """How many HEC-RAS runs a worker takes at once: ``hecras.worker.slots`` if set, else
+    ``cores // hecras.cores-per-plan`` (a 32-core server with 8 cores per plan runs 4), else 1.
+
+    2D HEC-RAS speeds up little past a few cores, so a big machine does more with several
+    plans of a few cores each than with one plan given every core."""
+    slots = get("worker.slots")
+    if slots not in (None, "", "null", "auto"):
+        return max(0, int(slots))
+    per_plan = cores_per_plan()
+    if per_plan is None:
+        return 1
+    if cores is None:
+        import psutil
+
+        cores = psutil.cpu_count() or 1
+    return max(1, cores // per_plan)

@@ -577,3 +577,89 @@ def _write_terrain(folder: Path, nx: int, ny: int, terrain_mb: float) -> None:
         t.attrs["Version"] = np.bytes_(b"2.0")
         layer = t.create_group("Terrain.demo")
         layer.attrs["File"] = np.bytes_(b".\\Terrain.demo.tif")
+
+
+# --------------------------------------------------------------------------- HEC-RAS's Linux engine
+
+
+def make_linux_install(folder: str | Path, version: str = "6.6", *, geometry_preprocessor: bool = True) -> Path:
+    """A stand-in of HEC-RAS's Linux engine at ``<folder>/<version>/``, laid out as the real one:
+    ``RasUnsteady`` and ``RasGeomPreprocess`` (shell scripts running
+    ``python -m dask_hecras.fake_linux <program> "$@"`` with this interpreter) and ``libs/``,
+    ``libs/mkl``, ``libs/rhel_8`` holding stand-ins of the libraries the fake checks it can find
+    on ``LD_LIBRARY_PATH``. List ``folder`` in ``hecras.linux-roots`` to use it. Returns
+    ``<folder>/<version>``."""
+    import shlex
+    import stat
+    import sys
+
+    from .fake_linux import GEOMETRY_PREPROCESSOR, LIBRARIES, MARKER, UNSTEADY
+
+    home = Path(folder) / version
+    for sub, library in LIBRARIES.items():
+        (home / sub).mkdir(parents=True, exist_ok=True)
+        (home / sub / MARKER.format(library)).write_text(f"stand-in of {library} for dask_hecras.fake_linux\n")
+    for program in (UNSTEADY, *([GEOMETRY_PREPROCESSOR] if geometry_preprocessor else [])):
+        script = home / program
+        script.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m dask_hecras.fake_linux {program} "$@"\n')
+        script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return home
+
+
+def prepare_for_linux(prj: str | Path, plan_id: str, *, hdf: str | None = "tmp", x_file: bool = True,
+                      ic_file: bool = True) -> list[Path]:
+    """Write what Windows HEC-RAS writes beside a plan when it computes it, and HEC-RAS's Linux
+    engine reads: ``NAME.pPP.tmp.hdf`` (``hdf="tmp"``) or ``NAME.pPP.hdf`` (``hdf="plan"``; the
+    same input groups, no results), laid out as HEC-RAS lays it out (root attributes ``File
+    Type``, ``File Version``, ``Projection``, ``Units System``; groups ``Geometry``, ``Plan Data``,
+    ``Event Conditions``); ``NAME.bPP`` (boundary conditions and run settings, naming the plan
+    as the real file does); ``NAME.xGG`` and ``NAME.ic.oPP`` (stand-in contents). Returns the
+    files written."""
+    from .engines.linux import uses_restart
+    from .fake_ras import Behaviour, Run, _interval_text
+    from .project import Plan, first, key_values, read_text
+
+    prj = Path(prj)
+    plan = Plan.from_file(prj, plan_id.lower())
+    name, pp, gg = plan.project_name, plan.id[1:], plan.geometry[1:]
+    folder = plan.folder
+    written = []
+    if hdf is not None:
+        if hdf not in ("tmp", "plan"):
+            raise ValueError(f"hdf is 'tmp', 'plan' or None, not {hdf!r}")
+        run = Run(prj, plan.file, Behaviour(seconds=0.0))
+        run.write_start()  # what HEC-RAS has written into the tmp.hdf by the time its solver starts
+        if hdf == "plan":
+            run.tmp.replace(folder / plan.results_name)
+        written.append(run.tmp if hdf == "tmp" else folder / plan.results_name)
+    title = first(key_values(read_text(prj, prj)), "Proj Title", "") or ""
+    start = plan.start.strftime("%d%b%Y %H%M") if plan.start else ""
+    end = plan.end.strftime("%d%b%Y %H%M") if plan.end else ""
+    b = folder / f"{name}.b{pp}"
+    _write_text(b, [
+        "HEC-RAS 6.6 September 2024 (stand-in written by dask_hecras.examples.prepare_for_linux)",
+        "Project Title, Plan Title and Plan ShortID",
+        title,
+        plan.title,
+        f"{plan.short_id:<64}",
+        "Job Control Information",
+        f"  Computation Interval  = {_interval_text(plan.computation_interval)}",
+        f"  Hydrograph Interval   = {_interval_text(plan.output_interval)}",
+        "  Write HDF5 File       =        T",
+        "Computational Time Window",
+        f"  Start Date/Time       = {start}",
+        f"  End Date/Time         = {end}",
+        "Initial Conditions (use restart file?)",
+        f"       {'T' if uses_restart(plan) else 'F'}",
+    ])
+    written.append(b)
+    if x_file:
+        x = folder / f"{name}.x{gg}"
+        x.write_bytes(f"stand-in geometry run file of {name}.g{gg} (dask_hecras.examples.prepare_for_linux)\r\n".encode())
+        written.append(x)
+    if ic_file:
+        ic = folder / f"{name}.ic.o{pp}"
+        ic.write_bytes(b"\x00" * 64)  # binary initial conditions, in the real file
+        written.append(ic)
+    return written
+

@@ -172,9 +172,20 @@ def run_once(plan: Plan, result: PlanResult, project_dir: Path, *, engine: str, 
     ``result.problem`` is ``"landing"`` and the run folder (``result.scratch``) keeps them for
     :func:`land_from` to try again.
     """
-    engine_ = get_engine(engine)
     try:
-        staged = stage(plan, scratch)
+        engine_ = get_engine(engine)  # "auto": the HEC-RAS this machine has, if any
+    except EngineNotFound as e:
+        _finish(result, reason=str(e), retryable=True, problem="engine-not-found")
+        _land_outcome(result, project_dir)
+        return result
+    result.engine = engine_.name  # the one that runs here ("auto" says only how it was chosen)
+    try:
+        # The engine's own inputs (the Linux engine's prepared files) are checked before anything is copied.
+        staged = stage(plan, scratch, extra=engine_.extra_inputs(plan))
+    except EngineNotFound as e:  # this machine cannot run the engine: another may
+        _finish(result, reason=str(e), retryable=True, problem="engine-not-found")
+        _land_outcome(result, project_dir)
+        return result
     except ProjectError as e:
         _finish(result, reason=str(e), problem="input")
         _land_outcome(result, project_dir)

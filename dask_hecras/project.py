@@ -92,6 +92,24 @@ def key_values(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def set_plan_cores(plan_file: Path, cores: int) -> None:
+    """Set a plan file's ``UNET D1 Cores=`` and ``UNET D2 Cores=`` to ``cores`` (added when
+    absent), keeping its line ends and code page. Only ever called on a staged copy: the
+    source project is never written."""
+    raw = plan_file.read_bytes()
+    text = raw.decode(text_encoding(), errors="surrogateescape")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    lines = text.split(newline)
+    for key in ("UNET D1 Cores", "UNET D2 Cores"):
+        at = [i for i, line in enumerate(lines) if line.split("=", 1)[0].strip() == key]
+        for i in at:
+            lines[i] = f"{key}={cores}"
+        if not at:
+            end = len(lines) - 1 if lines and lines[-1] == "" else len(lines)
+            lines.insert(end, f"{key}={cores}")
+    plan_file.write_bytes(newline.join(lines).encode(text_encoding(), errors="surrogateescape"))
+
+
 def first(pairs: list[tuple[str, str]], key: str, default: str | None = None) -> str | None:
     for k, v in pairs:
         if k == key:
@@ -236,6 +254,8 @@ class InputFile:
 
     path: Path
     role: str  # project, plan, geometry, geometry-hdf, flow, rasmap, projection, terrain, dss, restart
+    # (and for HEC-RAS's Linux engine: prepared, prepared-hdf, hdf-inputs; see engines.linux)
+    staged_as: str = ""  # its name in the run folder when not its own (beside where it would be)
 
     @property
     def read_only(self) -> bool:

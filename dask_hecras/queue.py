@@ -36,7 +36,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from . import config, ledger, records
+from . import config, ledger, placement, records
 from .runs import DUPLICATE, FAILED, LANDED, LANDING, LOST, REQUEUE, RETRY, AttemptSpec, land_again, run_attempt, \
     summarise_plan
 from .slots import RESOURCE
@@ -77,6 +77,8 @@ class PlanState:
     summary_tries: int = 0
     summary_at: float = 0.0  # wanted: not before this time
     run_seconds: float | None = None
+    version: str = ""  # the plan's Program Version: a worker needs that HEC-RAS or newer
+    prepared: bool = False  # prepared for HEC-RAS's Linux engine (has its .tmp.hdf/.b/.x inputs)
 
     @property
     def label(self) -> str:
@@ -134,6 +136,9 @@ class Inflight:
     future: Any = None
 
 
+WAIT = "wait"  # a worker that has not reported its engines yet
+
+
 class PlanQueue(SchedulerPlugin):
     """The queue; one per scheduler, installed by the ``dask_hecras.scheduler`` preload (or by
     ``submit`` on a scheduler without it)."""
@@ -155,6 +160,10 @@ class PlanQueue(SchedulerPlugin):
         self._tasks: set[asyncio.Task] = set()
         self._pc = None
         self.state_file: Path | None = None
+        self.engines: dict[str, dict | None] = {}  # worker address → the engines it reported (placement)
+        self.names: dict[str, str] = {}
+        self._placement_checked: tuple | None = None
+        self.joined: dict[str, float] = {}  # worker address → when it joined (its first report follows)
 
     # --- life ---------------------------------------------------------------------------
 
@@ -217,10 +226,15 @@ class PlanQueue(SchedulerPlugin):
     # --- hooks --------------------------------------------------------------------------
 
     def add_worker(self, scheduler=None, worker=None) -> None:
+        self.engines.setdefault(worker, None)  # not reported yet
+        self.joined[worker] = time.monotonic()
         self.kick()
 
     def remove_worker(self, scheduler=None, worker=None, *, stimulus_id=None, **kwargs) -> None:
         """Every attempt on the worker that left is held back until its PC reports on it."""
+        self.engines.pop(worker, None)
+        self.names.pop(worker, None)
+        self.joined.pop(worker, None)
         now = time.time()
         grace = config.seconds("queue.lost-grace", "60s")
         for key, task in list(self.inflight.items()):
@@ -273,6 +287,10 @@ class PlanQueue(SchedulerPlugin):
         elif action == "swept":
             self.unmatched.append(msg)
             self._swept(str(msg.get("name", "")))
+        elif action == "worker" and msg.get("worker"):  # capabilities: which engines, which versions
+            self.engines[msg["worker"]] = msg.get("engines") if isinstance(msg.get("engines"), dict) else {}
+            self.names[msg["worker"]] = str(msg.get("name") or msg["worker"])
+            self.kick()
 
     # --- submitting ---------------------------------------------------------------------
 
@@ -300,7 +318,8 @@ class PlanQueue(SchedulerPlugin):
                        data.get("timeout"), data.get("scratch"), data["submitted"], [], data.get("client", ""))
         for e in data["plans"]:
             p = PlanState(int(e["index"]), e["project"], e["plan"], e.get("title", ""), e["folder"],
-                          e.get("fingerprint", ""), float(e.get("expected") or 0.0))
+                          e.get("fingerprint", ""), float(e.get("expected") or 0.0),
+                          version=str(e.get("version") or ""), prepared=bool(e.get("prepared")))
             for k in ("state", "attempt", "failed_runs", "lost", "attempt_id", "worker_name", "reason", "summary",
                       "run_seconds"):
                 if k in e and e[k] is not None:
@@ -339,13 +358,15 @@ class PlanQueue(SchedulerPlugin):
         if not self.heap:
             return
         workers = [ws for ws in self.scheduler.workers.values() if ws.status == Status.running]
+        self._fail_unrunnable(workers)
         free = {ws: self._free_slots(ws) for ws in workers}
         free = {ws: n for ws, n in free.items() if n > 0}
         while free and self.heap:
             ws = max(free, key=lambda w: (free[w], w.address))  # spread over the free PCs
             p, b = self._next_for(ws, len(free) > 1)
-            if p is None:
-                break
+            if p is None:  # nothing queued that this worker can run: the others may
+                del free[ws]
+                continue
             self._run(b, p, ws)
             free[ws] -= 1
             if free[ws] <= 0:
@@ -367,9 +388,46 @@ class PlanQueue(SchedulerPlugin):
                 self._cancel(task)
                 self._queue(b, p, f"{task.worker_name} closed its slot before the run began")
 
+    def _engines_of(self, address: str):
+        """What a worker reported it has; ``WAIT`` until its first report (a second after it joins),
+        then, for a worker that never reports (no ``--preload dask_hecras.worker``), ``None``:
+        unknown, it may try (and is taken out of rotation if it cannot)."""
+        reported = self.engines.get(address)
+        if reported is not None:
+            return reported
+        joined = self.joined.get(address)
+        if joined is not None and time.monotonic() - joined < config.seconds("queue.first-report", "10s"):
+            return WAIT
+        return None
+
+    def _fail_unrunnable(self, workers) -> None:
+        """Plans no worker here can run (no worker has their engine, or a version that opens
+        them) fail at once, saying so, rather than wait for ever. Judged only once every worker
+        has reported what it has."""
+        reported = {ws.address: self._engines_of(ws.address) for ws in workers}
+        if not reported or any(e is WAIT for e in reported.values()):
+            return
+        seen = (repr(sorted(reported.items(), key=lambda item: item[0])), self._seq)
+        if seen == self._placement_checked:  # same workers, same engines, no new batch: nothing changed
+            return
+        self._placement_checked = seen
+        verdict: dict[tuple, bool] = {}
+        for b in self.batches.values():
+            if b.cancelled or b.engine not in placement.KINDS:
+                continue
+            for p in b.plans:
+                if p.state != "queued":
+                    continue
+                need = (b.engine, p.version, p.prepared)
+                if need not in verdict:
+                    verdict[need] = any(placement.can_run(*need, e) for e in reported.values())
+                if not verdict[need]:
+                    self._set(b, p, "failed", placement.why_not(
+                        *need, {self.names.get(a, a): e for a, e in reported.items()}))
+
     def _next_for(self, ws, others_free: bool):
-        """The longest queued plan, preferring one that has not failed on this worker."""
-        skipped, found = [], (None, None)
+        """The longest queued plan this worker can run, preferring one that has not failed on it."""
+        skipped, unable, found = [], [], (None, None)
         while self.heap:
             entry = heapq.heappop(self.heap)
             b = self.batches.get(entry[2])
@@ -378,12 +436,17 @@ class PlanQueue(SchedulerPlugin):
             p = b.plans[entry[3]]
             if p.state != "queued":
                 continue
+            engines = self._engines_of(ws.address)
+            if (engines is WAIT and b.engine in placement.KINDS) or (
+                    engines is not WAIT and not placement.can_run(b.engine, p.version, p.prepared, engines)):
+                unable.append(entry)  # another worker's plan
+                continue
             if others_free and str(ws.name) in p.avoid and len(skipped) < 50:
                 skipped.append(entry)
                 continue
             found = (p, b)
             break
-        for entry in skipped:
+        for entry in skipped + unable:
             heapq.heappush(self.heap, entry)
         return found
 
@@ -754,6 +817,21 @@ class PlanQueue(SchedulerPlugin):
         return {p.label: p.worker for b in self.batches.values() for p in b.plans
                 if p.state == "running" and p.step == "running"}
 
+    def workload(self) -> dict:
+        """What the queue needs workers for, to size a cluster (``slurm.PlanAdaptive``): plans
+        per state and summaries waiting, over unfinished batches, and ``busy``, the addresses of
+        workers holding something of the queue's (a task in flight, a plan running or landing)."""
+        plans: dict[str, int] = {}
+        summaries = 0
+        busy = {t.worker for t in self.inflight.values()}
+        for b in self.batches.values():
+            for p in b.plans if b.finished is None else ():
+                plans[p.state] = plans.get(p.state, 0) + 1
+                summaries += p.summary in ("pending", "wanted")
+                if p.state in ACTIVE and p.worker:
+                    busy.add(p.worker)
+        return {"plans": plans, "summaries": summaries, "busy": busy}
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -814,6 +892,7 @@ def _prepare(batch_id: str, batch: dict) -> dict:
         work[i] = float(e.get("work") or 0.0)
         plans.append({"index": i, "project": e["project"], "plan": e["plan"], "title": e.get("title", ""),
                       "folder": str(folder), "fingerprint": e.get("fingerprint", ""), "state": state,
+                      "version": str(e.get("version") or ""), "prepared": bool(e.get("prepared")),
                       "reason": f"already landed by batch {landed.batch} with the same inputs" if state == "skipped" else ""})
     expected = _expected(history, work)
     for p in plans:

@@ -21,6 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import psutil
 
@@ -31,6 +32,7 @@ from .project import InputFile, Plan, ProjectError
 log = logging.getLogger("dask_hecras")
 
 CACHED_ROLES = ("terrain", "restart")
+HDF_INPUTS = "hdf-inputs"  # staged as a new HDF of its input groups only (the Linux engine's tmp.hdf)
 STAGED_BY = ".staged-by"  # in each run folder: the process that staged it (pid and start time)
 
 
@@ -143,16 +145,24 @@ def check_path_lengths(plan: Plan, paths: list[Path]) -> None:
             f"(hecras.max-path-length)"))
 
 
-def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache | None | bool = None) -> StagedPlan:
+def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache | None | bool = None,
+          extra: Iterable[InputFile] = ()) -> StagedPlan:
     """Put every input of ``plan`` into a new folder under the scratch root.
 
-    ``cache=False`` copies everything (no machine cache).
+    ``cache=False`` copies everything (no machine cache). ``extra`` are files the engine needs
+    beyond the plan's inputs (:meth:`Engine.extra_inputs`: the Linux engine's prepared files),
+    staged with them; an ``InputFile.staged_as`` name renames one in the run folder, and one of
+    role ``hdf-inputs`` is staged as a new HDF holding only its input groups (see
+    ``engines.linux.make_tmp_hdf``). The fingerprint stays that of the plan's own inputs, as the
+    client computes it.
     """
     from .identity import fingerprint
 
     started = time.monotonic()
     inputs = plan.inputs()  # raises ProjectError listing every missing file
     staged_fingerprint = fingerprint(plan, inputs)
+    known = {f.path for f in inputs}
+    inputs = inputs + [f for f in extra if f.path not in known]
     root = scratch_root(scratch)
     if cache is None or cache is True:
         cache = machine_cache(scratch)
@@ -173,6 +183,8 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache 
                 break
             ups += 1
         depth = max(depth, ups)
+        if f.staged_as:
+            rel = rel.with_name(f.staged_as)
         placed.append((f, rel, f.path.stat().st_size))
     _check_disk(root, sum(size for _, _, size in placed) + expected_results_bytes(plan))
     # Files referenced as ..\x sit above the project: nest the project deep enough
@@ -190,7 +202,12 @@ def stage(plan: Plan, scratch: str | os.PathLike | None = None, *, cache: Cache 
     for f, rel, size in placed:
         target = Path(os.path.normpath(project_in_run / rel))
         target.parent.mkdir(parents=True, exist_ok=True)
-        if cache and _cached(f, size):
+        if f.role == HDF_INPUTS:  # a results file whose input groups the engine computes into
+            from .engines.linux import make_tmp_hdf
+
+            make_tmp_hdf(f.path, target)
+            copied += target.stat().st_size
+        elif cache and _cached(f, size):
             fetched = cache.fetch(f.path, target)
             if fetched.hit:
                 from_cache += fetched.size

@@ -46,16 +46,24 @@ class Capabilities:
     cache_bytes: int | None
     owner_policy: str  # "off", or the rule applied
     dask_hecras: str = __version__
+    linux_installs: tuple[tuple[str, str], ...] = ()  # (version, folder) of HEC-RAS's Linux engine
+
+    @property
+    def engines(self) -> dict[str, list[str]]:
+        """The HEC-RAS engines here and their versions, as the plan queue places plans by them."""
+        return {"ras": [v for v, _ in self.installs], "linux": [v for v, _ in self.linux_installs]}
 
     @property
     def versions(self) -> str:
-        return ", ".join(v for v, _ in self.installs)
+        return ", ".join([v for v, _ in self.installs] + [f"{v} (Linux)" for v, _ in self.linux_installs])
 
     def as_event(self) -> dict:
         """Plain types only: events travel to the scheduler as msgpack."""
         d = asdict(self)
         d["installs"] = [list(i) for i in self.installs]
+        d["linux_installs"] = [list(i) for i in self.linux_installs]
         d["versions"] = self.versions
+        d["engines"] = self.engines
         return d
 
 
@@ -85,7 +93,15 @@ def capabilities(scratch: str | os.PathLike | None = None) -> Capabilities:
         owner = OwnerPolicy.from_config().describe()
     return Capabilities(host=socket.gethostname(), platform=sys.platform, cores=psutil.cpu_count() or 1,
                         memory_bytes=psutil.virtual_memory().total, installs=tuple(installs), scratch=str(root),
-                        free_scratch_bytes=free, cache_bytes=cache, owner_policy=owner)
+                        free_scratch_bytes=free, cache_bytes=cache, owner_policy=owner,
+                        linux_installs=tuple(linux_installs()))
+
+
+def linux_installs() -> list[tuple[str, str]]:
+    """(version, folder) of each HEC-RAS Linux engine this machine's configuration finds."""
+    from .engines.linux import find_linux_installs
+
+    return [(i.label, str(i.folder)) for i in find_linux_installs()]
 
 
 class CapabilityPlugin(WorkerPlugin):
@@ -123,6 +139,14 @@ class CapabilityPlugin(WorkerPlugin):
         self.last = await asyncio.to_thread(capabilities, scratch_root(worker=self.worker))
         self.worker.log_event(TOPIC, {"action": "worker", "worker": self.worker.address,
                                       "name": str(self.worker.name), **self.last.as_event()})
+
+
+def report_now(dask_worker=None) -> None:
+    """Have this worker report its capabilities again within a second (``client.run(report_now)``
+    after its HEC-RAS settings changed): the plan queue places plans by the last report."""
+    plugin = dask_worker.plugins.get(CapabilityPlugin.name) if dask_worker is not None else None
+    if plugin is not None:
+        plugin._sent = 0.0
 
 
 async def dask_setup(worker) -> None:
@@ -177,7 +201,8 @@ def worker_command(scheduler: str | None = None, *, certs: str | os.PathLike | N
                    scratch: str | os.PathLike | None = None, name: str | None = None) -> list[str]:
     """The ``dask worker`` arguments of a dask-hecras worker, from arguments or ``hecras.*`` settings.
 
-    TLS unless the address says ``tcp://``; one RAS slot; the PC's name; the scratch folder as
+    TLS unless the address says ``tcp://``; RAS slots from ``config.ras_slots`` (one unless
+    cores-per-plan says otherwise); the PC's name; the scratch folder as
     Dask's local directory; fixed ports (one firewall rule for every worker PC); no worker
     dashboard (one port less); the worker preload.
     """
@@ -193,7 +218,7 @@ def worker_command(scheduler: str | None = None, *, certs: str | os.PathLike | N
     scratch = Path(scratch or config.get("scratch") or Path(local) / "dask-hecras" / "scratch")
     args = [scheduler, "--name", name or w.get("name") or socket.gethostname(),
             "--nworkers", "1", "--nthreads", str(int(w.get("nthreads", 2))),
-            "--resources", f"RAS={int(w.get('slots', 1))}",
+            "--resources", f"RAS={config.ras_slots()}",
             "--local-directory", str(scratch), "--preload", "dask_hecras.worker", "--no-dashboard"]
     port = int(w.get("port") or 0)
     if port > 0:

@@ -1,16 +1,18 @@
-"""Engines run one staged plan: the real Ras.exe or the fake engine.
+"""Engines run one staged plan: the real Ras.exe, HEC-RAS's Linux engine or the fake engine.
 
-Engines are chosen by name (``"ras"``, ``"fake"``): a task sent by a client never
-carries an executable path; each worker's own configuration says what runs.
+Engines are chosen by name (``"ras"``, ``"linux"``, ``"fake"``, or ``"auto"``: whichever HEC-RAS
+this machine has): a task sent by a client never carries an executable path; each worker's own
+configuration says what runs.
 """
 
 from __future__ import annotations
 
 from .base import Engine, EngineNotFound, EngineRun
 from .fake import FakeRas
+from .linux import LinuxEngine
 from .ras import RasExe
 
-ENGINES: dict[str, type[Engine]] = {"ras": RasExe, "fake": FakeRas}
+ENGINES: dict[str, type[Engine]] = {"ras": RasExe, "linux": LinuxEngine, "fake": FakeRas}
 
 
 def default_engine() -> str:
@@ -22,13 +24,15 @@ def default_engine() -> str:
 
 
 def get_engine(name: str | None = None) -> Engine:
-    """The engine called ``name`` ("ras" or "fake"; ``None``: :func:`default_engine`), set up from
+    """The engine called ``name`` ("ras", "linux" or "fake"; ``None``: :func:`default_engine`), set up from
     this machine's configuration.
 
     Only names are accepted: an engine object sent by a client could carry any executable.
     """
     if name is None:
         name = default_engine()
+    if isinstance(name, str) and name.lower() == "auto":
+        return auto_engine()
     if not isinstance(name, str):
         raise TypeError(f"an engine is chosen by name ({', '.join(sorted(ENGINES))}), not given as "
                         f"{type(name).__name__}: each worker's own configuration says what runs")
@@ -38,7 +42,23 @@ def get_engine(name: str | None = None) -> Engine:
         raise ValueError(f"unknown engine {name!r}; choose one of {sorted(ENGINES)}") from None
 
 
+def auto_engine() -> Engine:
+    """The HEC-RAS this machine has: Ras.exe where it is installed (it runs any plan), else the
+    Linux engine (for plans prepared on Windows). The plan queue sends a plan only to a worker
+    whose engines can run it (``placement``)."""
+    import socket
+
+    refusals = []
+    for engine in (RasExe(), LinuxEngine()):
+        try:
+            engine.available()
+            return engine
+        except EngineNotFound as e:
+            refusals.append(str(e))
+    raise EngineNotFound(f"no HEC-RAS on {socket.gethostname()}: " + "; ".join(refusals))
+
+
 FAKE_NOTE = "FAKE ENGINE (synthetic results, not HEC-RAS):"  # starts every fake result's reason
 
-__all__ = ["Engine", "EngineNotFound", "EngineRun", "FakeRas", "RasExe", "ENGINES", "FAKE_NOTE", "default_engine",
-           "get_engine"]
+__all__ = ["Engine", "EngineNotFound", "EngineRun", "FakeRas", "LinuxEngine", "RasExe", "ENGINES", "FAKE_NOTE", "auto_engine",
+           "default_engine", "get_engine"]

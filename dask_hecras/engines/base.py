@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ..project import Plan
+from ..project import InputFile, Plan
 from .runner import ProcessResult, run_process
 
 
@@ -43,6 +43,22 @@ class Engine:
     def command(self, prj: Path, plan_file: Path, plan: Plan) -> list[str]:
         raise NotImplementedError
 
+    def extra_inputs(self, plan: Plan) -> list[InputFile]:
+        """Files this engine needs staged beyond the plan's own inputs (:meth:`Plan.inputs`),
+        checked before anything is copied: a ``ProjectError`` names each one missing, an
+        ``EngineNotFound`` says the engine cannot run here. None for Ras.exe."""
+        return []
+
+    def set_cores(self, plan: Plan, plan_file: Path) -> None:
+        """``hecras.cores-per-plan``, when set, written into the staged plan file (``UNET D1/D2
+        Cores``: what Ras.exe reads), so that several runs share a big machine."""
+        from .. import config
+        from ..project import set_plan_cores
+
+        cores = config.cores_per_plan()
+        if cores is not None and plan_file.resolve().parent != plan.folder.resolve():
+            set_plan_cores(plan_file, cores)
+
     def environment(self, plan: Plan) -> Mapping[str, str] | None:
         """Environment of the engine process; ``None`` inherits the worker's."""
         return None
@@ -58,6 +74,7 @@ class Engine:
         cancel: Callable[[], bool | str] | None = None,
         on_start: Callable[[int], None] | None = None,
     ) -> EngineRun:
+        self.set_cores(plan, plan_file)
         command = self.command(prj, plan_file, plan)
         process = run_process(
             command, cwd=prj.parent, log=log, timeout=timeout, cancel=cancel, env=self.environment(plan),

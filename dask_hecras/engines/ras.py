@@ -12,7 +12,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, TypeVar
 
 from .. import config
 from ..project import Plan, parse_version
@@ -27,6 +27,9 @@ class RasInstall:
     @property
     def label(self) -> str:
         return ".".join(str(v) for v in self.version)
+
+
+InstallT = TypeVar("InstallT")  # an install: RasInstall here, LinuxInstall in linux.py
 
 
 def standard_roots() -> list[Path]:
@@ -61,14 +64,17 @@ def _pad(v: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(v) + (0,) * (4 - len(v))
 
 
-def choose_install(installs: list[RasInstall], plan_version: str | None, choice: str = "plan") -> RasInstall:
+def choose_install(installs: list[InstallT], plan_version: str | None, choice: str = "plan", *,
+                   what: str = "HEC-RAS") -> InstallT:
     """Pick the HEC-RAS that runs a plan.
 
     ``choice`` is ``"plan"`` (the plan's version, else the oldest newer one),
-    ``"newest"``, or a version such as ``"6.6"``.
+    ``"newest"``, or a version such as ``"6.6"``. ``installs`` are any installs with a
+    ``version`` tuple and a ``label`` (Ras.exe's, or the Linux engine's: ``what`` names them in
+    errors).
     """
     if not installs:
-        raise EngineNotFound("no HEC-RAS installation found")
+        raise EngineNotFound(f"no {what} installation found")
     found = ", ".join(i.label for i in installs)
     choice = (choice or "plan").strip().lower()
     if choice == "newest":
@@ -78,7 +84,7 @@ def choose_install(installs: list[RasInstall], plan_version: str | None, choice:
         for i in installs:
             if wanted is not None and _pad(i.version) == _pad(wanted):
                 return i
-        raise EngineNotFound(f"HEC-RAS {choice} is not installed (found {found})")
+        raise EngineNotFound(f"{what} {choice} is not installed (found {found})")
     wanted = parse_version(plan_version)
     if wanted is None:
         return max(installs)
@@ -89,7 +95,8 @@ def choose_install(installs: list[RasInstall], plan_version: str | None, choice:
     if newer:
         return min(newer)
     raise EngineNotFound(
-        f"the plan was written by HEC-RAS {plan_version}, and only older versions are installed ({found})"
+        f"the plan was written by HEC-RAS {plan_version}, and only older versions"
+        f"{'' if what == 'HEC-RAS' else ' of ' + what} are installed ({found})"
     )
 
 

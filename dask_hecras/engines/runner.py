@@ -49,8 +49,14 @@ def run_process(
     cancel: Callable[[], bool | str] | None = None,
     env: Mapping[str, str] | None = None,
     on_start: Callable[[int], None] | None = None,
+    limits: Mapping[int, int] | None = None,
 ) -> ProcessResult:
     """Run ``command`` in ``cwd`` with stdout and stderr appended to ``log``.
+
+    ``limits`` (POSIX) raises resource limits of the process before it starts, e.g.
+    ``{resource.RLIMIT_STACK: resource.RLIM_INFINITY}`` (``ulimit -s unlimited``): each soft
+    limit goes up to the value asked for, or to its hard limit when that is lower; a limit is
+    never lowered.
 
     Stops it, children included, when it has run ``timeout`` seconds or ``cancel()``
     returns true (or a text saying why). Time spent suspended (the owner policy pausing
@@ -75,7 +81,7 @@ def run_process(
             stdout=out,
             stderr=subprocess.STDOUT,
             env=None if env is None else dict(env),
-            **_new_group_kwargs(),
+            **_new_group_kwargs(limits),
         )
     job = None
     tree = _Tree(proc.pid)
@@ -126,14 +132,54 @@ def run_process(
     return ProcessResult(exit_code, seconds, log, timed_out, cancelled, why, paused)
 
 
-def _new_group_kwargs() -> dict:
+def _new_group_kwargs(limits: Mapping[int, int] | None = None) -> dict:
     if sys.platform == "win32":
         return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200)}
     # Own session and process group: a killpg reaches descendants even after they are orphaned.
     kwargs: dict = {"start_new_session": True}
+    steps = []
     if sys.platform.startswith("linux"):
-        kwargs["preexec_fn"] = _die_with_parent()
+        steps.append(_die_with_parent())
+    raise_limits = _raised_limits(limits) if limits else None
+    if raise_limits is not None:
+        steps.append(raise_limits)
+    if len(steps) == 1:
+        kwargs["preexec_fn"] = steps[0]
+    elif steps:
+        def preexec() -> None:
+            for step in steps:
+                step()
+
+        kwargs["preexec_fn"] = preexec
     return kwargs
+
+
+def _raised_limits(limits: Mapping[int, int]):
+    """A function for the child (between fork and exec) that raises the soft resource limits
+    ``limits`` asks for, up to their hard limits; ``None`` when nothing needs raising. The
+    values are worked out here, in the parent, so that the child only calls ``setrlimit``."""
+    import resource
+
+    infinity = resource.RLIM_INFINITY
+    wanted = []
+    for which, value in limits.items():
+        soft, hard = resource.getrlimit(which)
+        if hard != infinity and (value == infinity or value > hard):
+            value = hard
+        if soft == infinity or (value != infinity and value <= soft):
+            continue  # already as high: never lowered
+        wanted.append((which, (value, hard)))
+    if not wanted:
+        return None
+
+    def apply() -> None:
+        for which, pair in wanted:
+            try:
+                resource.setrlimit(which, pair)
+            except (ValueError, OSError):  # a smaller stack is better than no run
+                pass
+
+    return apply
 
 
 _PR_SET_PDEATHSIG = 1
