@@ -138,7 +138,7 @@ def run_engine(engine: Engine, plan: Plan, staged: StagedPlan, result: PlanResul
     result.run_end = time.time()
     result.exit_code, result.run_seconds = run.exit_code, run.seconds
     result.paused_seconds = run.process.paused_seconds
-    v = validate(staged.results_hdf, plan=plan)
+    v = validate(staged.results_hdf, plan=plan, engine=engine.name)
     result.validation = v.status
     status, reason, retryable, problem = _judge(run, v, timeout)
     return _finish(result, status=status, reason=reason, retryable=retryable, problem=problem)

@@ -332,7 +332,7 @@ def recover(folder: Path, worker_name: str = "") -> Outcome | None:
             if result.status == "running":  # not judged yet: did the engine finish before the worker died?
                 from .pipeline import _finish
 
-                v = validate(project_in(folder, plan) / plan.results_name, plan=plan)
+                v = validate(project_in(folder, plan) / plan.results_name, plan=plan, engine=result.engine)
                 if v.ok or v.status in NOT_THE_MACHINE:  # HEC-RAS's own verdict: a new run gives the same
                     result.validation = v.status
                     result.run_seconds = result.run_seconds or v.run_seconds

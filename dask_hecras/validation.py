@@ -75,9 +75,13 @@ def tmp_path(hdf_path: Path) -> Path:
     return hdf_path.with_name(stem + ".tmp.hdf")
 
 
-def validate(hdf_path: str | Path, *, plan=None) -> Validation:
+def validate(hdf_path: str | Path, *, plan=None, engine: str | None = None) -> Validation:
     """Judge one run from its results HDF: succeeded, failed, incomplete, corrupt, missing,
-    not-results (no run's results at all) or unjudged (HEC-RAS 5.0 results without the markers to judge by)."""
+    not-results (no run's results at all) or unjudged (HEC-RAS 5.0 results without the markers to judge by).
+
+    ``engine="linux"``: a run of HEC-RAS's Linux engine, which is not Ras.exe and may not write
+    Ras.exe's Computations Summary ('Complete Process'); the engine's own markers then vouch for
+    it (``Completed Successfully = True`` and ``Finished Unsteady Flow Simulation``)."""
     path = Path(hdf_path)
     tmp = tmp_path(path)
     if not path.exists():
@@ -87,7 +91,7 @@ def validate(hdf_path: str | Path, *, plan=None) -> Validation:
                 "(killed, crashed or timed out)."])
         return Validation(path, MISSING, [f"No results file {path.name}: HEC-RAS wrote no results."])
     try:
-        return _read(path, tmp, plan)
+        return _read(path, tmp, plan, engine)
     except Exception as e:  # a damaged file can fail anywhere inside h5py
         return Validation(path, CORRUPT, [f"{path.name} cannot be read as HDF5 (cut short or damaged): {e}."])
 
@@ -131,7 +135,7 @@ def _major(version: str) -> int | None:
         return None
 
 
-def _read(path: Path, tmp: Path, plan) -> Validation:
+def _read(path: Path, tmp: Path, plan, engine: str | None = None) -> Validation:
     import h5py
 
     reasons: list[str] = []
@@ -181,6 +185,9 @@ def _read(path: Path, tmp: Path, plan) -> Validation:
         if not messages:
             status = INCOMPLETE
             reasons.append(f"{path.name} has no compute messages: the run did not finish writing results.")
+        elif not complete and engine == "linux" and completed.lower() == "true" and _FINISHED.search(messages):
+            reasons.append("Judged by the Linux engine's own markers (Completed Successfully = True, "
+                           f"{_FINISHED.search(messages).group(0).strip()!r}): it writes no Computations Summary.")
         elif not complete:
             status = INCOMPLETE
             reasons.append("The compute messages do not end with 'Complete Process': the run did not finish.")

@@ -188,3 +188,29 @@ def test_a_giant_error_line_gives_a_short_reason(realdata, tmp_path, name):
     assert f"({2457 - shown:,} more numbers cut" in v.reason
     assert "1 more line like it" in v.reason
     assert f"{name}.p01.computeMsgs.txt" in v.reason and "Compute Messages" in v.reason
+
+
+def test_a_linux_engine_run_is_vouched_for_by_its_own_markers(demo, tmp_path):
+    """HEC-RAS's Linux engine is RasUnsteady alone, not Ras.exe: it may write no Computations
+    Summary ('Complete Process'). Its run is judged by the engine's markers; the same file from
+    Ras.exe stays unfinished, and a Linux run that did not finish is never vouched for."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "dask_hecras.fake_ras", "-c", str(demo), str(demo.with_suffix(".p01")),
+                    "--seconds", "0"], check=True, capture_output=True)
+    hdf = tmp_path / "Demo.p01.hdf"
+    shutil.copy(demo.with_suffix(".p01.hdf"), hdf)
+
+    def messages(edit) -> None:
+        with h5py.File(hdf, "a") as f:
+            text = edit(f["Results/Summary/Compute Messages (text)"][0].decode())
+            del f["Results/Summary/Compute Messages (text)"]
+            f["Results/Summary/Compute Messages (text)"] = [text.encode()]
+
+    messages(lambda t: "\r\n".join(line for line in t.splitlines() if "Complete Process" not in line))
+    assert validate(hdf).status == "incomplete"
+    v = validate(hdf, engine="linux")
+    assert v.ok and "Linux engine's own markers" in v.reason and "Finished Unsteady Flow Simulation" in v.reason
+    messages(lambda t: t.replace("Finished Unsteady Flow Simulation", "Computing"))
+    assert validate(hdf, engine="linux").status == "incomplete"
