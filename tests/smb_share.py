@@ -340,7 +340,6 @@ def _land(argv: list[str]) -> int:
     os.environ["DASK_HECRAS__SCRATCH"] = scratch
     import dask.config
 
-    from dask_hecras.pipeline import run_plan
     from dask_hecras.project import Project
 
     project = Project(prj)
@@ -348,12 +347,18 @@ def _land(argv: list[str]) -> int:
     wait_for(lambda: os.path.exists(go), 300, "the go file")
     with dask.config.set({"hecras.scratch": scratch}):
         for pid in plan_ids:
-            t = time.monotonic()
-            r = run_plan(project.plan(pid), engine="fake", scratch=scratch, results_dir=results,
-                         raise_retryable=False)
-            print(json.dumps({"plan": pid, "status": r.status, "reason": r.reason, "folder": str(r.folder),
-                              "summary": str(r.summary), "seconds": round(time.monotonic() - t, 2)}), flush=True)
+            _land_one(project, pid, scratch, results)
     return 0
+
+
+def _land_one(project, pid: str, scratch, results) -> None:
+    """Run and land one plan, and say how it went as one JSON line."""
+    from dask_hecras.pipeline import run_plan
+
+    t = time.monotonic()
+    r = run_plan(project.plan(pid), engine="fake", scratch=scratch, results_dir=results, raise_retryable=False)
+    print(json.dumps({"plan": pid, "status": r.status, "reason": r.reason, "folder": str(r.folder),
+                      "summary": str(r.summary), "seconds": round(time.monotonic() - t, 2)}), flush=True)
 
 
 def _serve(argv: list[str]) -> int:
@@ -361,7 +366,6 @@ def _serve(argv: list[str]) -> int:
     os.environ["DASK_HECRAS__SCRATCH"] = scratch
     import dask.config
 
-    from dask_hecras.pipeline import run_plan
     from dask_hecras.project import Project
 
     project = Project(prj)
@@ -371,11 +375,7 @@ def _serve(argv: list[str]) -> int:
             pid = line.strip()
             if not pid:
                 continue
-            t = time.monotonic()
-            r = run_plan(project.plan(pid), engine="fake", scratch=scratch, results_dir=results,
-                         raise_retryable=False)
-            print(json.dumps({"plan": pid, "status": r.status, "reason": r.reason, "folder": str(r.folder),
-                              "summary": str(r.summary), "seconds": round(time.monotonic() - t, 2)}), flush=True)
+            _land_one(project, pid, scratch, results)
     return 0
 
 
