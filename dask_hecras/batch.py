@@ -412,7 +412,8 @@ def local_cluster(n_workers: int | None = None, *, threads_per_worker: int = 2, 
     page (``/hecras``) are on.
 
     Workers default to one per 2 cores and per 4 GiB of memory (2D HEC-RAS uses
-    several cores and a few GB per plan), at least one.
+    several cores and a few GB per plan), at least one; with ``hecras.cores-per-plan`` set, one
+    per plan the cores allow (``config.ras_slots``).
     """
     import psutil
     from distributed import LocalCluster
@@ -420,7 +421,8 @@ def local_cluster(n_workers: int | None = None, *, threads_per_worker: int = 2, 
     if n_workers is None:
         cores = os.cpu_count() or 1
         memory_gib = psutil.virtual_memory().total / 2**30
-        n_workers = max(1, min(cores // 2, int(memory_gib // 4)))
+        per_plan = config.cores_per_plan()  # said: as many plans as the cores allow
+        n_workers = config.ras_slots(cores) if per_plan else max(1, min(cores // 2, int(memory_gib // 4)))
     kwargs.setdefault("processes", True)
     kwargs.setdefault("dashboard_address", ":8787")
     kwargs.setdefault("resources", {RESOURCE: 1})

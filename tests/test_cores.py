@@ -53,3 +53,15 @@ def test_the_staged_plan_runs_on_the_cores_set_and_the_source_is_not_written(dem
     assert f"({'success'}, {run_seconds(0.5, 4):g} s on 4 cores)" in log, log  # what the staged plan said
     assert folder_digest(demo.parent) == before
     assert "UNET D2 Cores=0" in (demo.parent / "Demo.p01").read_text()
+
+
+def test_a_local_cluster_runs_as_many_plans_as_the_cores_allow(tmp_path):
+    import psutil
+    from distributed import Client
+
+    from dask_hecras.batch import local_cluster
+
+    with dask.config.set({"hecras.cores-per-plan": 1, "hecras.scratch": str(tmp_path / "s")}), \
+            local_cluster(dashboard_address=":0") as cluster, Client(cluster) as client:
+        slots = [w["resources"].get("RAS") for w in client.scheduler_info()["workers"].values()]
+    assert sum(slots) == psutil.cpu_count()
