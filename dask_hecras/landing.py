@@ -38,11 +38,13 @@ class LandingFailed(OSError):
 
 
 def result_files(plan: Plan, run_folder: Path) -> list[Path]:
-    """The files of a run that land: results HDF, compute messages, engine log and the DSS
-    file the run wrote its hydrographs to (those present)."""
+    """The files of a run that land: results HDF, compute messages, engine log, the summary
+    when it was built before landing, and the DSS file the run wrote its hydrographs to (those
+    present)."""
     here = project_in(run_folder, plan)  # the run folder, or the project's copy nested in it
     files = [p for p in (here / plan.results_name, here / f"{plan.project_name}.{plan.id}.computeMsgs.txt",
-                         Path(run_folder) / f"{plan.project_name}.{plan.id}.engine.log") if p.is_file()]
+                         Path(run_folder) / f"{plan.project_name}.{plan.id}.engine.log",
+                         Path(run_folder) / "summary.nc") if p.is_file()]
     try:
         dss = plan.output_dss
     except ProjectError:  # refused at staging already; nothing of it in the run folder

@@ -164,13 +164,17 @@ def land_patiently(result: PlanResult, files: list[Path], project_dir: Path, pat
 
 def run_once(plan: Plan, result: PlanResult, project_dir: Path, *, engine: str, scratch=None,
              timeout: float | None = None, cancel: Callable[[], bool | str] | None = None,
-             on_start: Callable[[int], None] | None = None, patience: float | None = None) -> PlanResult:
+             on_start: Callable[[int], None] | None = None, patience: float | None = None,
+             summary: bool = False) -> PlanResult:
     """One attempt: stage, record its start, run the engine, judge, land, clean up.
 
     The attempt is recorded before the engine starts and again at its end. When the results
     cannot land within ``patience`` seconds (default ``hecras.landing-patience``),
     ``result.problem`` is ``"landing"`` and the run folder (``result.scratch``) keeps them for
-    :func:`land_from` to try again.
+    :func:`land_from` to try again. With ``summary``, a success's ``summary.nc`` is written in
+    the run folder and lands with its results, whole, so that a plan landing again never leaves
+    the study without it (the plan queue summarises in a task of its own instead, to free the
+    slot sooner).
     """
     try:
         engine_ = get_engine(engine)  # "auto": the HEC-RAS this machine has, if any
@@ -205,11 +209,27 @@ def run_once(plan: Plan, result: PlanResult, project_dir: Path, *, engine: str, 
         if not result.ok and config.get("keep-failed-scratch", True):
             result.scratch = staged.run_dir
         _mark(staged.run_dir, result, project_dir)  # judged: what landing, later or elsewhere, needs
+        if summary and result.ok:
+            _summarise_before_landing(staged, result, project_dir)
     except OSError as e:  # the scratch disk filled up (or failed) during the run
         _finish(result, reason=f"the run folder on {socket.gethostname()} could not be written: {e}",
                 retryable=True, problem="scratch")
         result.scratch = staged.run_dir if config.get("keep-failed-scratch", True) else None
     return land_from(staged.run_dir, plan, result, project_dir, patience=patience)
+
+
+def _summarise_before_landing(staged: StagedPlan, result: PlanResult, project_dir: Path) -> None:
+    """``summary.nc`` in the run folder (local disk), naming the results HDF where it will land."""
+    from .landing import landing_folder
+
+    try:
+        ds = summarise(staged.results_hdf)
+        ds.attrs["engine"] = result.engine or "unknown"  # "fake": synthetic results, never HEC-RAS's
+        ds.attrs["source_file"] = str(landing_folder(project_dir, result) / staged.results_hdf.name)
+        write_summary(ds, staged.run_dir / "summary.nc")
+    except Exception as e:  # the run itself succeeded: its results land; the summary can be built later
+        (staged.run_dir / "summary.nc").unlink(missing_ok=True)
+        log.warning("no summary of %s before landing: %r", result.key, e)
 
 
 def land_from(run_dir: Path, plan: Plan, result: PlanResult, project_dir: Path, *,
@@ -316,11 +336,14 @@ def run_plan(
     project_dir = records.claim_project_folder(results_root(results_dir), plan.project)
     attempt = len(records.attempts(project_dir, plan.id)) + 1
     result = new_result(plan, engine_.name, attempt=attempt, attempt_id=f"direct-{uuid.uuid4().hex[:12]}-a{attempt}")
-    run_once(plan, result, project_dir, engine=engine_.name, scratch=scratch, timeout=timeout_s, cancel=cancel)
+    run_once(plan, result, project_dir, engine=engine_.name, scratch=scratch, timeout=timeout_s, cancel=cancel,
+             summary=True)
     if result.problem == "landing":  # a good run whose results could not land: not a success yet
         result.status = FAILED
         result.reason += f" The results wait in {result.scratch}."
-    if result.ok and result.folder is not None and result.landed:
+    if result.ok and result.folder is not None and result.landed and (result.folder / "summary.nc").is_file():
+        result.summary = result.folder / "summary.nc"  # landed with the results
+    elif result.ok and result.folder is not None and result.landed:
         try:
             result.summary = summarise_into(result.folder)
         except Exception as e:  # the run itself succeeded: keep its results, say what is missing
