@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -124,7 +125,9 @@ def land(result: PlanResult, files: list[Path], project_dir: Path) -> None:
             result.landed = ""
             keep_later(result, final)
             return
-        if final.exists():
+        if final.exists() and _exchange(incoming, final):  # one step: never an instant without the plan
+            old = incoming  # now holds the earlier results
+        elif final.exists():  # two renames (Windows, SMB): for an instant the plan's folder is absent
             old = project_dir / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
             try:
                 os.replace(final, old)
@@ -134,7 +137,8 @@ def land(result: PlanResult, files: list[Path], project_dir: Path) -> None:
                 settle(final)  # what landed beside it before is older now
                 return
         try:
-            os.replace(incoming, final)
+            if old is not incoming:
+                os.replace(incoming, final)
         except OSError:  # another machine landed this plan in the same instant
             if old is not None and not final.exists():
                 os.replace(old, final)
@@ -154,6 +158,21 @@ def land(result: PlanResult, files: list[Path], project_dir: Path) -> None:
     for stale in project_dir.glob(f".{final.name}.old-*"):  # left by a landing whose worker died mid-swap
         shutil.rmtree(stale, ignore_errors=True)
     settle(final)  # what landed beside it earlier is older now
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one step (Linux's ``renameat2(RENAME_EXCHANGE)``), so that a reader of
+    the results never finds the plan's folder missing. False where the system or the file system
+    cannot (Windows, SMB and FUSE mounts, old kernels): the caller then renames twice."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _land_beside(result: PlanResult, incoming: Path, final: Path) -> None:

@@ -189,7 +189,8 @@ def held_open(path) -> bool:
 def files_in_use_like_windows(patch=None) -> None:
     """``os.replace``/``rename``/``unlink``/``remove``/``rmdir`` refuse a file that some process
     holds open, or a folder with such a file in it, with the ``PermissionError`` Windows raises
-    (WinError 32). ``patch(module, name, value)`` defaults to ``setattr`` (for a worker preload)."""
+    (WinError 32), and a landing swaps folders by two renames, as it must on Windows.
+    ``patch(module, name, value)`` defaults to ``setattr`` (for a worker preload)."""
     import os
 
     patch = patch or setattr
@@ -223,6 +224,9 @@ def files_in_use_like_windows(patch=None) -> None:
         patch(os, name, moving(name))
     for name in ("unlink", "remove", "rmdir"):
         patch(os, name, removing(name))
+    from dask_hecras import landing
+
+    patch(landing, "_exchange", lambda a, b: False)  # Windows swaps no folders in one step: two renames
 
 
 def dask_setup(worker) -> None:

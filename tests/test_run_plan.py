@@ -185,11 +185,19 @@ def test_a_project_referencing_files_above_its_folder_runs_and_lands(demo, resul
     assert validate(r.hdf, plan=Project(demo).plan("p03")).ok and r.summary.is_file()
 
 
-def test_a_plan_landing_again_never_leaves_the_study(demo, results):
+@pytest.mark.parametrize("swap", ["one step", "two renames"])
+def test_a_plan_landing_again_never_leaves_the_study(demo, results, monkeypatch, swap):
     """run_plan lands a success's summary with its results, in the same rename: a reader of the
     study never finds the plan without one while it lands again (before, the summary followed
-    the landing, and a reader missed the plan in 107 of 1,440 reads)."""
+    the landing, and a reader missed the plan in 107 of 1,440 reads). The earlier results are
+    swapped out in one step where the system can (Linux); with two renames (Windows, SMB) the
+    plan's folder is absent for an instant, which a reader can hit (1 in 18,299 reads once)."""
     import threading
+
+    from dask_hecras import landing
+
+    if swap == "two renames":
+        monkeypatch.setattr(landing, "_exchange", lambda a, b: False)
 
     from dask_hecras.results import summary_files
 
@@ -208,4 +216,7 @@ def test_a_plan_landing_again_never_leaves_the_study(demo, results):
         reads += 1
         missed += len(summary_files(results)) != 1
     worker.join()
-    assert landings == [True] * 4 and reads > 20 and missed == 0, (reads, missed)
+    assert landings == [True] * 4 and reads > 20, (landings, reads)
+    if swap == "one step":
+        assert missed == 0, (reads, missed)  # (two renames: the instant between them can be hit)
+    assert not [p.name for p in (results / "Demo").iterdir() if ".old-" in p.name or ".incoming-" in p.name]
