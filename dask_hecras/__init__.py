@@ -25,6 +25,7 @@ _EXPORTS = {
     "submit": "batch",
     "open_batch": "batch",
     "drain": "batch",
+    "dashboard_link": "actions",
     "local_cluster": "batch",
     "combine": "results",
     "open_results": "results",

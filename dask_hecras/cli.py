@@ -51,14 +51,55 @@ def _progress_line(snap: dict, started: float, slots: int) -> str:
         elif s == "succeeded" and summarising:
             detail = f" ({summarising} summarising)"
         shown.append(f"{s} {counts[s]}{detail}")
-    measured = [p for p in plans if p.get("run_seconds") and p.get("expected")]
-    scale = (sum(p["run_seconds"] for p in measured) / sum(p["expected"] for p in measured)) if measured else 1.0
-    left = sum(max(0.0, (p.get("expected") or 0) * scale - (p.get("elapsed") or 0))
-               for p in plans if p["state"] in ("queued", "running", "lost"))
-    where = ", ".join(f"{p['plan']}@{p.get('worker_name') or '?'}" for p in running[:4]) + \
+    from .queue import batch_eta
+
+    eta = batch_eta(plans, slots)
+    where = ", ".join(f"{p['plan']}@{p.get('worker_name') or '?'}{_how_far(p)}" for p in running[:4]) + \
         (" ..." if len(running) > 4 else "")
-    return (f"[{time.monotonic() - started:6.0f} s] {', '.join(shown)}; ETA ~{left / max(1, slots):.0f} s"
+    return (f"[{time.monotonic() - started:6.0f} s] {', '.join(shown)}; ETA ~{eta or 0:.0f} s"
             + (f"  ({where})" if where else ""))
+
+
+def _how_far(p: dict) -> str:
+    """`` 43% 12 s left`` from a running plan's last progress report."""
+    pr = p.get("progress") or {}
+    if pr.get("fraction") is None:
+        return ""
+    left = f" {p['left']:.0f} s left" if p.get("left") is not None else ""
+    return f" {100 * pr['fraction']:.0f}%{left}"
+
+
+def _page_link(client) -> str:
+    """The HEC-RAS page, with the key that lets its buttons act when the scheduler gives one."""
+    from .actions import dashboard_link
+
+    try:
+        return dashboard_link(client)
+    except Exception:  # a scheduler without the dask_hecras.scheduler preload: the page alone
+        return f"{client.dashboard_link.rsplit('/', 1)[0]}/hecras"
+
+
+def dashboard(scheduler: str, certs: Path | None) -> int:
+    """``dask-hecras dashboard``: the HEC-RAS page's link whose buttons act as this user."""
+    from distributed import Client
+
+    from .actions import dashboard_link
+
+    security = None
+    if certs:
+        from .certs import security as make_security
+
+        security = make_security(certs, "client")
+    with Client(scheduler, security=security, timeout="20s") as client:
+        try:
+            link = dashboard_link(client)
+        except Exception as e:
+            print(f"error: the scheduler at {scheduler} gives no dashboard links ({e}); start it with "
+                  "--preload dask_hecras.scheduler", file=sys.stderr)
+            return 1
+    print(link)
+    print("Anyone with this link can retry, cancel and drain as you: keep it to yourself.", file=sys.stderr)
+    return 0
 
 
 def _slots(client) -> int:
@@ -133,7 +174,7 @@ def run_plans(prj: Path, plan_ids: list[str] | None, *, engine: str, results: Pa
         client = Client(scheduler, security=security(certs, "client") if certs else None)
     batch = None
     try:
-        print(f"Dashboard: {client.dashboard_link}   HEC-RAS page: {client.dashboard_link.rsplit('/', 1)[0]}/hecras")
+        print(f"Dashboard: {client.dashboard_link}   HEC-RAS page: {_page_link(client)}")
         print(f"{project.name}: {len(plans)} plan(s) with {engine_words}; results in {results}")
         batch = submit(client, plans, engine=engine, results_dir=results, retries=retries, timeout=timeout,
                        force=force)
@@ -436,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     wc.add_argument("--idle-minutes", type=float, default=15, help="the owner counts as away after this long")
     wc.add_argument("--on-return", default="finish", choices=["finish", "suspend", "requeue"])
     wc.add_argument("--timeout", default="12h", help="longest a HEC-RAS run may take on this PC (default 12h)")
+    dash = sub.add_parser("dashboard", help="print the HEC-RAS dashboard page's link whose buttons act as you")
+    dash.add_argument("scheduler", help="the scheduler's address, e.g. tls://ras-scheduler:8786")
+    dash.add_argument("--certs", type=Path, default=None, help="folder of TLS certificates (dask-hecras certs)")
     demo = sub.add_parser("demo", help="make the demo project in a temporary folder and run it on a local cluster")
     demo.add_argument("--plans", type=int, default=8, help="number of plans (default 8)")
     demo.add_argument("--results", type=Path, default=None, help="results folder (default: beside the demo project)")
@@ -483,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("worker", "worker-config"):
         return worker_commands(args)
+    if args.command == "dashboard":
+        return dashboard(args.scheduler, args.certs)
     if args.command == "status":
         code = 0
         if args.results is not None or not args.scheduler:

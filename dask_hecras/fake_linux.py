@@ -20,7 +20,7 @@ Like the real programs it checks what it is given before computing:
   restart file: a missing one is Intel Fortran's ``forrtl: severe (29): file not found``, exit 29.
 
 It prints ``LABEL=`` lines while it starts and ``SIMTIME=<hours since the simulation start>``
-lines while it computes (the format a public runner of the Linux engine parses: see
+lines while it computes, one at its start and about 20 more, evenly in simulated time (the format a public runner of the Linux engine parses: see
 docs/fake-engine.md), then the run's messages, ending with ``Finished Unsteady Flow
 Simulation`` on success. Being a fake, it also prints ``fake-linux:`` lines with the
 environment it was given (library path, threads, stack), which tests read from the engine log.
@@ -47,7 +47,7 @@ PROGRAMS = (UNSTEADY, GEOMETRY_PREPROCESSOR)
 LIBRARIES = {"libs": "libifport.so.5", "libs/mkl": "libmkl_core.so.1", "libs/rhel_8": "libgfortran.so.5"}
 MARKER = "fake-{}"  # the stand-in of a library in a fake install
 STARTING = ("Reading Data", "Reading Boundary Conditions", "Initializing 2D Areas", "Computing initial conditions")
-_PROGRESS = re.compile(r"^fake-ras: progress (\d+)%$")
+_PROGRESS = re.compile(r"^fake-ras: progress (\d+(?:\.\d+)?)%$")
 
 
 def say(text: str) -> None:
@@ -101,6 +101,7 @@ class LinuxRun(fake_ras.Run):
         super().__init__(prj, plan_file, behaviour)
         self.final = self.tmp
         self.text = ""
+        self.detailed = False  # it reports progress on stdout (SIMTIME=); Ras.exe's NAME.bcoNN is not its
         LinuxRun.current = self
 
     def write_start(self) -> None:
@@ -144,7 +145,7 @@ class _Progress(io.TextIOBase):
             line, self.pending = self.pending.split("\n", 1)
             m = _PROGRESS.match(line)
             if m:
-                self.out.write(f"SIMTIME={self.hours * int(m.group(1)) / 100:.4f}\n")
+                self.out.write(f"SIMTIME={self.hours * float(m.group(1)) / 100:.4f}\n")
             elif not line.startswith("fake-ras: finished"):
                 self.out.write(line + "\n")
         return len(text)

@@ -12,7 +12,9 @@ named by ``$FAKE_RAS_CONFIG``)::
 
     {"p01": {"seconds": 2.5, "outcome": "success"}, "p02": {"seconds": 1, "outcome": "unstable"}}
 
-Outcomes: success, unstable, crash, hang, no-results, truncated. A plan may also set
+Outcomes: success, unstable, crash, hang, stall, no-results, truncated (``hang`` stops before
+any progress, like Ras.exe behind a dialog at start-up; ``stall`` computes to 40% of the
+simulation window and stops moving there, never exiting). A plan may also set
 ``cells`` and ``steps`` to write one large mesh (for benchmarks), and ``post-seconds``: how
 long the front process goes on after the results file is final (Ras.exe's post-processing,
 such as RAS Mapper's stored maps), when killing the engine no longer loses the results.
@@ -25,6 +27,16 @@ at the bed, and boundary-condition lines carry the hydrograph in (stage and flow
 face, in HEC-RAS 6.6's layout). A plan asks for additional 2D output as HEC-RAS 6.x plans do,
 one ``HDF Additional Output Variable=<name>`` line each; the fake writes ``Cell Velocity``
 (``Cell Velocity - Velocity X|Y``), ``Cell Hydraulic Depth`` and ``Face Shear Stress``.
+
+Progress, as Ras.exe reports it: when the plan file says ``Write Detailed= 1`` (plans say 0
+unless set), the helper writes its computation messages to ``NAME.bcoNN`` in the run folder
+while it computes: a header, ``Starting Unsteady Flow Computations``, then
+:data:`PROGRESS_STEPS` + 1 lines carrying the simulation time reached (``01JAN2026  06:00:00``,
+evenly spaced in simulated time, in step with the compute time spent, each written whole as it
+is reached), then ``Finished Unsteady Flow Simulation`` (or the went-unstable lines). On stdout
+the same steps are ``fake-ras: progress N%`` lines (N of the window, possibly fractional),
+which :mod:`dask_hecras.fake_linux` turns into ``SIMTIME=`` lines. The ``.bco`` line format
+follows public runners, not a real file: see docs/fake-engine.md.
 
 With ``$FAKE_RAS_JOURNAL`` set, the helper appends one line to that file when it starts
 computing and one when its results are final (``start``/``end``, the plan, the outcome, the
@@ -69,7 +81,10 @@ from .fake_hydraulics import (
 
 VERSION = "6.6"
 FILE_VERSION = "HEC-RAS 6.6 September 2024"
-OUTCOMES = ("success", "unstable", "crash", "hang", "no-results", "truncated")
+OUTCOMES = ("success", "unstable", "crash", "hang", "stall", "no-results", "truncated")
+PROGRESS_STEPS = 20  # progress lines over a run (the .bco's time lines, stdout's progress lines), after the first
+STALL_STEP = PROGRESS_STEPS * 2 // 5  # where a "stall" run stops moving: 40% of the window
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 BASE = "Results/Unsteady/Output/Output Blocks/Base Output"
 STEADY_BASE = "Results/Steady/Output/Output Blocks/Base Output/Steady Profiles"
 
@@ -137,6 +152,17 @@ def _stamp(t: datetime, upper: bool = True, ms: bool = False) -> str:
     return s + ":000" if ms else s
 
 
+def _bco_stamp(t: datetime) -> str:
+    """A simulation time as the public ``.bco`` readers expect it: ``01JAN2026  06:20:00``
+    (month names in English whatever the machine's locale)."""
+    return f"{t.day:02d}{_MONTHS[t.month - 1]}{t.year:04d}  {t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+
+
+def _percent(value: float) -> str:
+    """``5``, ``2.9167``: a progress percentage without an exponent or trailing zeros."""
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
 def _hms(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
@@ -176,7 +202,12 @@ class Run:
         self.messages_file = self.folder / f"{self.name}.{self.plan.id}.computeMsgs.txt"
         geometry_hdf = Path(str(self.plan.geometry_file) + ".hdf")
         self.geometry_hdf = geometry_hdf
-        self.additional = additional_outputs(read_text(plan_file, prj))
+        plan_text = read_text(plan_file, prj)
+        self.additional = additional_outputs(plan_text)
+        # Ras.exe writes its computation messages (NAME.bcoNN) only when the plan asks for them.
+        self.detailed = _write_detailed(plan_text)
+        self.bco = self.folder / f"{self.name}.bco{self.plan.id[1:]}"
+        self._bco_rng = np.random.default_rng(zlib.crc32(f"{prj.stem}|{self.plan.id}|bco".encode()))  # not self.rng: results stay as they were
         big = bool(behaviour.cells)  # the geometry's reference and boundary lines lie in meshes the big one replaces
         if big:
             mesh, self.bc_lines = big_mesh(behaviour.cells)
@@ -671,8 +702,8 @@ class Run:
             else:
                 until = None
                 if outcome == "unstable":
-                    until = max(2, int(self.steps * 0.6))
-                    unstable_at = self.start + timedelta(days=float(self.times_days[until - 1]))
+                    until = self.unstable_step()
+                    unstable_at = self.unstable_time()
                 worst = self.write_unsteady_results(f, until)["worst"]
             text = self.messages(outcome, compute_seconds, total, volume_error, worst, unstable_at)
             summary = f.require_group("Results/Summary")
@@ -711,6 +742,65 @@ class Run:
         self.messages_file.write_bytes(text.encode(text_encoding(), errors="replace"))
         os.replace(self.tmp, self.final)
 
+    def unstable_step(self) -> int:
+        """How many output steps an unstable run writes (it goes unstable at the last of them)."""
+        return max(2, int(self.steps * 0.6))
+
+    def unstable_time(self) -> datetime:
+        return self.start + timedelta(days=float(self.times_days[self.unstable_step() - 1]))
+
+    def reach(self, outcome: str) -> float:
+        """The fraction of the simulation window the run computes to."""
+        if outcome == "unstable" and not self.plan.steady and self.span > 0:
+            return min(1.0, (self.unstable_time() - self.start).total_seconds() / self.span)
+        return 1.0
+
+    # --- computation messages (NAME.bcoNN) ----------------------------------------
+
+    def bco_line(self, *lines: str) -> None:
+        """Append lines to the ``.bco`` (when the plan asks for it), each written whole at once
+        and closed, so a reader sees it at once."""
+        if not self.detailed or not lines:
+            return
+        data = "".join(line + "\r\n" for line in lines).encode(text_encoding(), errors="replace")
+        with open(self.bco, "ab") as fh:
+            fh.write(data)
+
+    def bco_open(self) -> None:
+        """A new ``.bco`` with its header: what Ras.exe has written before computing."""
+        if not self.detailed:
+            return
+        self.bco.write_bytes(b"")
+        self.bco_line(f"HEC-RAS {VERSION} (dask_hecras.fake_ras)", f"Plan: '{self.plan.title}' ({self.plan.file.name})",
+                      f"Project: {self.prj.name}", "")
+
+    def bco_started(self) -> None:
+        kind = "Steady" if self.plan.steady else "Unsteady"
+        self.bco_line(f"Starting {kind} Flow Computations")
+
+    def bco_time(self, fraction: float) -> None:
+        """A line carrying the simulation time reached: ``fraction`` of the window."""
+        if not self.detailed or self.plan.steady:
+            return
+        seconds = round(self.span * fraction)
+        at = self.start + timedelta(seconds=seconds)
+        dt = (self.plan.computation_interval or timedelta(seconds=20)).total_seconds()
+        step = int(seconds // dt) if dt > 0 else 0
+        mesh = self.meshes[0].name if self.meshes else "Model"
+        iterations = int(self._bco_rng.integers(2, 7))
+        error = float(self._bco_rng.uniform(0.0005, 0.02))
+        self.bco_line(f"{_bco_stamp(at)}  time step {step:8d} ({_interval_text(self.plan.computation_interval) or '20SEC'})"
+                      f"  iterations {iterations:2d}  max WS error {error:7.4f} in {mesh}")
+
+    def bco_end(self, outcome: str) -> None:
+        if self.plan.steady:
+            self.bco_line("", "Finished Steady Flow Simulation")
+        elif outcome == "unstable":
+            at = self.unstable_time()
+            self.bco_line(f"The model went unstable at {_bco_stamp(at)}", "Unsteady Flow Simulation Terminated")
+        elif outcome != "crash":  # a crashed engine writes no end
+            self.bco_line("", "Finished Unsteady Flow Simulation")
+
     def _compute_processes(self, compute_seconds: float) -> np.ndarray:
         dt = np.dtype([("Process", "S40"), ("Filename", "S80"), ("File Date", "S21"), ("File Size", "<i4"),
                        ("File Version", "S7"), ("Arguments", "S200"), ("Compute Time", "S12"),
@@ -729,6 +819,17 @@ class Run:
              f'"{self.tmp.name}" x{self.plan.geometry[1:]}', t(compute_seconds), int(compute_seconds * 1000)),
         ]
         return np.array([tuple(x.encode() if isinstance(x, str) else x for x in r) for r in rows], dtype=dt)
+
+
+def _write_detailed(plan_text: str) -> bool:
+    """Whether a plan file says ``Write Detailed= 1`` (any value but 0: Ras.exe's plans say 0 or 1)."""
+    from .project import first, key_values
+
+    value = (first(key_values(plan_text), "Write Detailed", "0") or "0").strip()
+    try:
+        return int(float(value)) != 0
+    except ValueError:
+        return False
 
 
 def _interval_text(interval: timedelta | None) -> str:
@@ -791,6 +892,7 @@ def compute(prj: Path, plan_file: Path, behaviour: Behaviour) -> int:
     cores = f" on {run.plan.d2_cores} cores" if run.plan.d2_cores else ""
     print(f"fake-ras: computing {run.plan.id} ({outcome}, {run_seconds(behaviour.seconds, run.plan.d2_cores):g} s"
           f"{cores})", flush=True)
+    run.bco_open()
     if outcome == "hang":
         while True:  # like Ras.exe behind a modal dialog
             time.sleep(3600)
@@ -800,17 +902,32 @@ def compute(prj: Path, plan_file: Path, behaviour: Behaviour) -> int:
     # Start-up counts towards the run time up to 0.5 s: longer means the process was paused (or
     # the machine busy), which is not progress either.
     total = max(0.0, run_seconds(behaviour.seconds, run.plan.d2_cores) - min(time.monotonic() - started, 0.5))
+    reach = run.reach(outcome)  # an unstable run gets only so far in the same time
+
+    def report(step: int) -> None:
+        """Progress step ``step`` of PROGRESS_STEPS: the simulated time reached, in step with
+        the compute time spent (a stalled run stops moving at STALL_STEP, for ever)."""
+        fraction = reach * step / PROGRESS_STEPS
+        print(f"fake-ras: progress {_percent(100 * fraction)}%", flush=True)
+        run.bco_time(fraction)
+        if outcome == "stall" and step >= STALL_STEP:
+            while True:  # a hang mid-run: the process lives on, its progress stands still
+                time.sleep(3600)
+
+    run.bco_started()
+    report(0)
     done, last, reported = 0.0, time.monotonic(), 0
     while done < total:
         time.sleep(min(0.05, total - done))
         now = time.monotonic()
         done += min(now - last, 0.1)
         last = now
-        while reported < 4 and done >= total * (reported + 1) / 4:
+        while reported < PROGRESS_STEPS and done >= total * (reported + 1) / PROGRESS_STEPS:
             reported += 1
-            print(f"fake-ras: progress {25 * reported}%", flush=True)
-    for step in range(reported, 4):
-        print(f"fake-ras: progress {25 * (step + 1)}%", flush=True)
+            report(reported)
+    for step in range(reported + 1, PROGRESS_STEPS + 1):
+        report(step)
+    run.bco_end(outcome)
     if outcome == "crash":
         print("forrtl: severe (157): Program Exception - access violation", flush=True)
         return 157

@@ -30,6 +30,7 @@ from pathlib import Path
 from . import records
 from .cache import file_sha256
 from .project import Plan, ProjectError
+from .progress import bco_file
 from .records import SUCCEEDED, PlanResult
 from .staging import project_in
 
@@ -39,11 +40,12 @@ class LandingFailed(OSError):
 
 
 def result_files(plan: Plan, run_folder: Path) -> list[Path]:
-    """The files of a run that land: results HDF, compute messages, engine log, the summary
+    """The files of a run that land: results HDF, compute messages (and Ras.exe's ``.bcoNN``), engine log, the summary
     when it was built before landing, and the DSS file the run wrote its hydrographs to (those
     present)."""
     here = project_in(run_folder, plan)  # the run folder, or the project's copy nested in it
     files = [p for p in (here / plan.results_name, here / f"{plan.project_name}.{plan.id}.computeMsgs.txt",
+                         bco_file(here, plan.project_name, plan.id),
                          Path(run_folder) / f"{plan.project_name}.{plan.id}.engine.log",
                          Path(run_folder) / "summary.nc") if p.is_file()]
     try:

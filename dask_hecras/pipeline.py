@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from datetime import datetime
@@ -21,6 +22,7 @@ from typing import Callable
 from . import config, records
 from .engines import Engine, EngineNotFound, EngineRun, get_engine
 from .landing import LandingFailed, land, land_record, result_files
+from .progress import Progress, RunWatch, StallRule
 from .project import Plan, ProjectError
 from .records import FAILED, SUCCEEDED, PlanResult
 from .staging import StagedPlan, keep_failed, remove, stage
@@ -112,13 +114,70 @@ def _record(project_dir: Path, result: PlanResult) -> None:
         log.warning("could not record attempt %s of %s in %s: %s", result.attempt, result.key, project_dir, e)
 
 
+def watch_run(engine: Engine, plan: Plan, run_dir: Path, log_file: Path) -> RunWatch:
+    """Follows a run's progress (``progress``) and calls a stall (``hecras.stall-*``)."""
+    window = (plan.end - plan.start).total_seconds() / 3600 if plan.start and plan.end else None
+    pids: list[int] = []  # the engine's pid, once started
+
+    def suspended() -> bool:
+        try:
+            import psutil
+
+            return bool(pids) and psutil.Process(pids[0]).status() == psutil.STATUS_STOPPED
+        except Exception:
+            return False
+
+    def dialogs() -> list[str]:  # Windows: a dialog box of the engine's tree, named in the stall's reason
+        import psutil
+
+        from .engines.dialogs import open_dialogs
+
+        try:
+            tree = [pids[0]] + [c.pid for c in psutil.Process(pids[0]).children(recursive=True)]
+        except (IndexError, psutil.Error):
+            return []
+        return open_dialogs(tree)
+
+    def cpu() -> float | None:  # CPU seconds of the engine's tree: a dialog waits idle, a computation does not
+        import psutil
+
+        if not pids:
+            return None
+        try:
+            root = psutil.Process(pids[0])
+            procs = [root] + root.children(recursive=True)
+        except psutil.Error:
+            return None
+        total = 0.0
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except psutil.Error:
+                pass
+        return total
+
+    watch = RunWatch(engine.progress_file(plan, run_dir, log_file), window, rule=StallRule.from_config(),
+                     interval=config.seconds("progress.interval", "2s"), suspended=suspended,
+                     dialogs=dialogs if sys.platform == "win32" else None, cpu=cpu)
+    watch.pids = pids
+    return watch
+
+
 def run_engine(engine: Engine, plan: Plan, staged: StagedPlan, result: PlanResult, *, timeout: float | None,
                cancel: Callable[[], bool | str] | None = None,
-               on_start: Callable[[int], None] | None = None) -> PlanResult:
-    """Run the engine in the staged folder and judge the run from its results file."""
+               on_start: Callable[[int], None] | None = None,
+               on_progress: Callable[[Progress], None] | None = None) -> PlanResult:
+    """Run the engine in the staged folder and judge the run from its results file.
+
+    While it runs, its progress is followed (``on_progress`` hears each move) and a run whose
+    progress stands still too long (``hecras.stall-after``) is stopped as stalled: a retryable
+    failure, saying where it stood."""
     log_file = staged.run_dir / f"{plan.project_name}.{plan.id}.engine.log"
+    watch = watch_run(engine, plan, staged.run_dir, log_file)
 
     def started(pid: int) -> None:
+        watch.pids[:] = [pid]
         try:
             import psutil
 
@@ -128,9 +187,20 @@ def run_engine(engine: Engine, plan: Plan, staged: StagedPlan, result: PlanResul
         if on_start is not None:
             on_start(pid)
 
+    def check() -> bool | str:
+        moved = watch.poll()
+        if moved is not None and on_progress is not None:
+            try:
+                on_progress(moved)
+            except Exception as e:  # progress is news, never a reason to stop a run
+                log.debug("progress of %s not reported: %r", result.key, e)
+        if watch.stall:
+            return watch.stall
+        return cancel() if cancel is not None else False
+
     result.run_start = time.time()
     try:
-        run = engine.run(plan, staged.prj, staged.plan_file, log=log_file, timeout=timeout, cancel=cancel,
+        run = engine.run(plan, staged.prj, staged.plan_file, log=log_file, timeout=timeout, cancel=check,
                          on_start=started)
     except EngineNotFound as e:
         result.run_start = None
@@ -138,8 +208,13 @@ def run_engine(engine: Engine, plan: Plan, staged: StagedPlan, result: PlanResul
     result.run_end = time.time()
     result.exit_code, result.run_seconds = run.exit_code, run.seconds
     result.paused_seconds = run.process.paused_seconds
+    if watch.latest is not None:
+        result.progress = watch.latest.fraction
     v = validate(staged.results_hdf, plan=plan, engine=engine.name)
     result.validation = v.status
+    if run.process.cancelled and watch.stall and run.process.cancel_reason == watch.stall:
+        return _finish(result, reason=f"Stalled: {watch.stall}. The engine was stopped and its whole process tree "
+                                      "killed.", retryable=True, problem="stall")
     status, reason, retryable, problem = _judge(run, v, timeout)
     return _finish(result, status=status, reason=reason, retryable=retryable, problem=problem)
 
@@ -165,7 +240,7 @@ def land_patiently(result: PlanResult, files: list[Path], project_dir: Path, pat
 def run_once(plan: Plan, result: PlanResult, project_dir: Path, *, engine: str, scratch=None,
              timeout: float | None = None, cancel: Callable[[], bool | str] | None = None,
              on_start: Callable[[int], None] | None = None, patience: float | None = None,
-             summary: bool = False) -> PlanResult:
+             summary: bool = False, on_progress: Callable[[Progress], None] | None = None) -> PlanResult:
     """One attempt: stage, record its start, run the engine, judge, land, clean up.
 
     The attempt is recorded before the engine starts and again at its end. When the results
@@ -205,7 +280,8 @@ def run_once(plan: Plan, result: PlanResult, project_dir: Path, *, engine: str, 
     try:
         _mark(staged.run_dir, result, project_dir)
         _record(project_dir, result)
-        run_engine(engine_, plan, staged, result, timeout=timeout, cancel=cancel, on_start=on_start)
+        run_engine(engine_, plan, staged, result, timeout=timeout, cancel=cancel, on_start=on_start,
+                   on_progress=on_progress)
         if not result.ok and config.get("keep-failed-scratch", True):
             result.scratch = staged.run_dir
         _mark(staged.run_dir, result, project_dir)  # judged: what landing, later or elsewhere, needs

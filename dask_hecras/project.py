@@ -110,6 +110,23 @@ def set_plan_cores(plan_file: Path, cores: int) -> None:
     plan_file.write_bytes(newline.join(lines).encode(text_encoding(), errors="surrogateescape"))
 
 
+def set_plan_detailed(plan_file: Path) -> None:
+    """Set a plan file's ``Write Detailed=`` to 1 (added when absent), so that Ras.exe writes its
+    computation messages (``NAME.bcoNN``) while it runs: they carry the simulation time reached.
+    Only ever called on a staged copy."""
+    raw = plan_file.read_bytes()
+    text = raw.decode(text_encoding(), errors="surrogateescape")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    lines = text.split(newline)
+    at = [i for i, line in enumerate(lines) if line.split("=", 1)[0].strip() == "Write Detailed"]
+    for i in at:
+        lines[i] = "Write Detailed= 1 "
+    if not at:
+        end = len(lines) - 1 if lines and lines[-1] == "" else len(lines)
+        lines.insert(end, "Write Detailed= 1 ")
+    plan_file.write_bytes(newline.join(lines).encode(text_encoding(), errors="surrogateescape"))
+
+
 def first(pairs: list[tuple[str, str]], key: str, default: str | None = None) -> str | None:
     for k, v in pairs:
         if k == key:

@@ -37,8 +37,8 @@ from typing import Any
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from . import config, ledger, placement, records
-from .runs import DUPLICATE, FAILED, LANDED, LANDING, LOST, REQUEUE, RETRY, AttemptSpec, land_again, run_attempt, \
-    summarise_plan
+from .runs import DUPLICATE, FAILED, LANDED, LANDING, LOST, PROGRESS_TOPIC, REQUEUE, RETRY, AttemptSpec, land_again, \
+    run_attempt, summarise_plan
 from .slots import RESOURCE
 
 log = logging.getLogger("dask_hecras")
@@ -79,6 +79,8 @@ class PlanState:
     run_seconds: float | None = None
     version: str = ""  # the plan's Program Version: a worker needs that HEC-RAS or newer
     prepared: bool = False  # prepared for HEC-RAS's Linux engine (has its .tmp.hdf/.b/.x inputs)
+    progress: dict | None = None  # the running attempt's last progress report (``progress.Progress``, plus "at")
+    run_folder: str = ""  # the running attempt's run folder, on its worker
 
     @property
     def label(self) -> str:
@@ -95,7 +97,17 @@ class PlanState:
                 "attempt_id": self.attempt_id, "worker": self.worker, "worker_name": self.worker_name,
                 "reason": self.reason, "expected": self.expected, "run_seconds": self.run_seconds,
                 "elapsed": now - self.started if self.started and self.state == "running" else None,
-                "summary": self.summary, "folder": str(Path(self.project_dir) / self.plan_id)}
+                "summary": self.summary, "folder": str(Path(self.project_dir) / self.plan_id),
+                "progress": self.progress if self.state == "running" else None,
+                "left": self.left(now), "run_folder": self.run_folder if self.state == "running" else ""}
+
+    def left(self, now: float) -> float | None:
+        """Run time still to go of the running attempt, from its engine's last progress report
+        (``None`` before one)."""
+        pr = self.progress
+        if self.state != "running" or not pr or pr.get("left_seconds") is None:
+            return None
+        return max(0.0, float(pr["left_seconds"]) - (now - float(pr.get("at") or now)))
 
 
 @dataclass
@@ -117,6 +129,7 @@ class BatchState:
     writing: bool = False
     write_after: float = 0.0  # a ledger that could not be written waits a little before the next try
     recorded_finished: bool = False  # its ledger on disk says it finished: only then is it over for clients
+    actions: list = field(default_factory=list)  # what users did from the dashboard: who, when, what
 
     def done(self) -> bool:
         return all(p.final for p in self.plans) and not any(p.summary in ("pending", "wanted") for p in self.plans)
@@ -137,6 +150,13 @@ class Inflight:
 
 
 WAIT = "wait"  # a worker that has not reported its engines yet
+
+
+class ActionRefused(ValueError):
+    """A dashboard action that does not apply (a plan in another state, a worker gone)."""
+
+PROGRESS_KEYS = ("fraction", "sim_hours", "window_hours", "wall_seconds", "pace", "left_seconds", "still_seconds",
+                 "source")
 
 
 class PlanQueue(SchedulerPlugin):
@@ -261,6 +281,9 @@ class PlanQueue(SchedulerPlugin):
         self.kick()
 
     def log_event(self, topic, msg) -> None:
+        if topic == PROGRESS_TOPIC and isinstance(msg, dict):
+            self._progress(msg)
+            return
         if topic != TOPIC or not isinstance(msg, dict):
             return
         action = msg.get("action")
@@ -275,6 +298,7 @@ class PlanQueue(SchedulerPlugin):
             p.step = msg.get("phase", p.step)
             if p.step == "running":
                 p.started = time.time()
+                p.run_folder = str(msg.get("run_dir") or "")
                 self.runs.append({"plan": p.label, "batch": b.id, "worker": p.worker,
                                   "worker_name": p.worker_name, "start": p.started,
                                   "end": None, "status": "running", "attempt_id": p.attempt_id})
@@ -291,6 +315,23 @@ class PlanQueue(SchedulerPlugin):
             self.engines[msg["worker"]] = msg.get("engines") if isinstance(msg.get("engines"), dict) else {}
             self.names[msg["worker"]] = str(msg.get("name") or msg["worker"])
             self.kick()
+
+    def _progress(self, msg: dict) -> None:
+        """A running attempt's progress: kept for the page, the CLI and the ledger's next write
+        (its heartbeat). One dictionary lookup and a small copy per report: no file, no rescan."""
+        where = self.attempts.get(msg.get("attempt_id", ""))
+        b = self.batches.get(where[0]) if where else None
+        if b is None:
+            return
+        p = b.plans[where[1]]
+        if p.attempt_id != msg["attempt_id"] or p.state != "running":
+            return
+        try:  # numbers, or the page and every snapshot would fail on a bad report
+            p.progress = {k: (str(msg.get(k) or "") if k == "source" else
+                              None if msg.get(k) is None else float(msg[k])) for k in PROGRESS_KEYS}
+        except (TypeError, ValueError):
+            return
+        p.progress["at"] = time.time()
 
     # --- submitting ---------------------------------------------------------------------
 
@@ -315,7 +356,8 @@ class PlanQueue(SchedulerPlugin):
     def _add(self, data: dict) -> BatchState:
         self._seq += 1
         b = BatchState(data["batch"], self._seq, Path(data["results_dir"]), data["engine"], int(data["retries"]),
-                       data.get("timeout"), data.get("scratch"), data["submitted"], [], data.get("client", ""))
+                       data.get("timeout"), data.get("scratch"), data["submitted"], [], data.get("client", ""),
+                       actions=list(data.get("actions") or []))
         for e in data["plans"]:
             p = PlanState(int(e["index"]), e["project"], e["plan"], e.get("title", ""), e["folder"],
                           e.get("fingerprint", ""), float(e.get("expected") or 0.0),
@@ -460,7 +502,7 @@ class PlanQueue(SchedulerPlugin):
         self.inflight[spec.key] = task
         self.attempts[spec.attempt_id] = (b.id, p.index)
         p.state, p.step, p.attempt_id, p.worker, p.worker_name = "running", "released", spec.attempt_id, ws.address, str(ws.name)
-        p.started, p.deadline = None, None
+        p.started, p.deadline, p.progress, p.run_folder = None, None, None, ""
         self._touch(b, p)
         self._spawn(self._watch(task))
 
@@ -707,7 +749,7 @@ class PlanQueue(SchedulerPlugin):
         b.dirty = False
         data = {"batch": b.id, "updated": now, "finished": b.finished is not None and b.finished,
                 "cancelled": b.cancelled, "scheduler": self.scheduler.address if self.scheduler else "",
-                "plans": [self._ledger_entry(p) for p in b.plans]}
+                "plans": [self._ledger_entry(p) for p in b.plans], "actions": list(b.actions)}
         try:
             await asyncio.to_thread(ledger.write_ledger, b.root, b.id, data)
         except OSError:
@@ -723,7 +765,8 @@ class PlanQueue(SchedulerPlugin):
         return {"index": p.index, "state": p.state, "step": p.step, "attempt": p.attempt,
                 "failed_runs": p.failed_runs, "lost": p.lost, "attempt_id": p.attempt_id,
                 "worker_name": p.worker_name, "reason": p.reason, "summary": p.summary,
-                "run_seconds": p.run_seconds, "updated": p.updated}
+                "run_seconds": p.run_seconds, "updated": p.updated,
+                "progress": p.progress if p.state == "running" else None}
 
     def _remember(self) -> None:
         entries = [{"results_dir": str(b.root), "batch": b.id} for b in self.batches.values() if b.finished is None]
@@ -790,7 +833,8 @@ class PlanQueue(SchedulerPlugin):
                 counts[p["state"]] = counts.get(p["state"], 0) + 1
             out.append({"batch": b.id, "results_dir": str(b.root), "submitted": b.submitted, "engine": b.engine,
                         "retries": b.retries, "timeout": b.timeout, "finished": b.recorded_finished,
-                        "cancelled": b.cancelled, "counts": counts, "plans": plans})
+                        "cancelled": b.cancelled, "counts": counts, "plans": plans,
+                        "eta": batch_eta(plans, self.slots()), "actions": b.actions[-50:]})
         return {"time": now, "batches": out}
 
     def handle_batch(self, batch: str) -> dict:
@@ -812,10 +856,58 @@ class PlanQueue(SchedulerPlugin):
                 self._set(b, p, "cancelled", "the batch was cancelled")
         return {"status": "OK"}
 
+    # --- what users do from the dashboard (``actions``) -----------------------------------
+
+    def retry_plan(self, batch: str, index: int, who: str) -> str:
+        """A failed (or cancelled) plan goes back in the queue with its runs counted afresh."""
+        b, p = self._plan(batch, index)
+        if p.state not in ("failed", "cancelled"):
+            raise ActionRefused(f"{p.label} is {p.state}: only a failed or cancelled plan can be retried")
+        p.failed_runs, p.lost, p.summary = 0, 0, ""
+        p.avoid.clear()
+        b.cancelled = False  # a cancelled batch takes this plan up again (its other plans stay cancelled)
+        if b.finished is not None:  # the batch is open again until this plan ends
+            b.finished, b.recorded_finished = None, False
+            self._remember()
+        self._queue(b, p, f"retried from the dashboard by {who}")
+        self.note_action([b], {"action": "retry", "who": who, "plan": p.label, "index": p.index})
+        self.kick()
+        return f"{p.label} is queued again"
+
+    def cancel_plan(self, batch: str, index: int, who: str) -> str:
+        """A queued, running or lost plan is cancelled; a running engine is stopped, tree and all."""
+        b, p = self._plan(batch, index)
+        if p.state not in ("queued", "running", "lost"):
+            raise ActionRefused(f"{p.label} is {p.state}: only a queued, running or lost plan can be cancelled")
+        was = p.state
+        self._stop_current(p)
+        self._end_run(p, "cancelled")
+        self._set(b, p, "cancelled", f"cancelled from the dashboard by {who} (it was {was})")
+        self.note_action([b], {"action": "cancel", "who": who, "plan": p.label, "index": p.index, "was": was})
+        self.kick()
+        return f"{p.label} is cancelled"
+
+    def note_action(self, batches: list, entry: dict) -> None:
+        """Recorded in each batch's ledger (written soon), with when."""
+        entry = {"when": datetime.now().isoformat(timespec="seconds"), **entry}
+        for b in batches:
+            b.actions.append(entry)
+            b.dirty = True
+
+    def _plan(self, batch: str, index: int) -> tuple[BatchState, PlanState]:
+        b = self.batches.get(batch)
+        if b is None or not 0 <= int(index) < len(b.plans):
+            raise ActionRefused(f"no plan {index} in batch {batch} on this scheduler")
+        return b, b.plans[int(index)]
+
     def running(self) -> dict[str, str]:
         """Plan label → worker address, for plans whose engine runs now."""
         return {p.label: p.worker for b in self.batches.values() for p in b.plans
                 if p.state == "running" and p.step == "running"}
+
+    def slots(self) -> int:
+        """RAS slots open on the cluster now."""
+        return int(sum(ws.resources.get(RESOURCE, 0) for ws in self.scheduler.workers.values())) if self.scheduler else 0
 
     def workload(self) -> dict:
         """What the queue needs workers for, to size a cluster (``slurm.PlanAdaptive``): plans
@@ -834,6 +926,33 @@ class PlanQueue(SchedulerPlugin):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def expected_scale(plans: list[dict]) -> float:
+    """What this batch's runs took against what was expected of them (1 before any finished):
+    before any history, "expected" comes from steps and cells alone."""
+    measured = [p for p in plans if p.get("run_seconds") and p.get("expected")]
+    return sum(p["run_seconds"] for p in measured) / sum(p["expected"] for p in measured) if measured else 1.0
+
+
+def plan_left(p: dict, scale: float) -> float:
+    """Run time a plan (a :meth:`PlanState.view`) still needs: the engine's own estimate while it
+    runs and has reported progress, else its expected run time less what it has run."""
+    if p["state"] == "running" and p.get("left") is not None:
+        return float(p["left"])
+    if p["state"] in ("queued", "running", "lost"):
+        return max(0.0, (p.get("expected") or 0.0) * scale - (p.get("elapsed") or 0.0))
+    return 0.0
+
+
+def batch_eta(plans: list[dict], slots: int) -> float | None:
+    """Seconds until the batch's last plan should end: the run time left over the open slots,
+    and never before its longest running plan ends. ``None`` once nothing is left to run."""
+    scale = expected_scale(plans)
+    left = [plan_left(p, scale) for p in plans if p["state"] in ("queued", "running", "lost")]
+    if not left:
+        return None
+    return max(sum(left) / max(1, slots), max(left))
 
 
 async def _quietly(coro) -> None:
@@ -925,7 +1044,7 @@ def _reload(results_dir: str, batch: str) -> dict | None:
             if not (Path(p["folder"]) / p["plan"] / "summary.nc").is_file():
                 e["summary"] = ""
         plans.append(e)
-    return {**data, "plans": plans}
+    return {**data, "plans": plans, "actions": list((book or {}).get("actions") or [])}
 
 
 def queue_of(scheduler) -> PlanQueue | None:

@@ -54,7 +54,7 @@ class PlanResult:
     paused_seconds: float = 0.0  # of which suspended by the owner policy
     validation: str = ""  # validate()'s status: succeeded, failed, incomplete, corrupt, missing, not-results, unjudged
     retryable: bool = False  # running again may help (cut short, not judged a failure)
-    problem: str = ""  # what kind of failure: input, staging, engine-not-found, timeout, cancelled, run, landing, lost
+    problem: str = ""  # what kind of failure: input, staging, engine-not-found, timeout, stall, cancelled, run, landing, lost
     host: str = field(default_factory=socket.gethostname)
     worker: str = ""  # the Dask worker, when run on a cluster
     attempt: int = 1  # this plan's attempt number in its batch
@@ -74,6 +74,7 @@ class PlanResult:
     fingerprint: str = ""  # of the input files that were staged (see ``identity``)
     landed: str = ""  # when its results landed whole in the results folder
     run_folder: str = ""  # the run folder on its machine (host), while it exists
+    progress: float | None = None  # the fraction of the simulation window the engine reached (``progress``)
 
     @property
     def ok(self) -> bool:
@@ -97,7 +98,8 @@ class PlanResult:
                 "status": self.status, "validation": self.validation, "problem": self.problem,
                 "reason": self.reason, "seconds": self.run_seconds, "paused_seconds": self.paused_seconds,
                 "started": self.started, "finished": self.finished, "run_start": self.run_start,
-                "run_end": self.run_end, "landed": self.landed, "batch": self.batch, "run_folder": self.run_folder}
+                "run_end": self.run_end, "landed": self.landed, "batch": self.batch, "run_folder": self.run_folder,
+                "progress": self.progress}
 
 
 def write_json(path: Path, data) -> None:

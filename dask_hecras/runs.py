@@ -35,6 +35,9 @@ from .staging import STAGED_BY, process_gone, project_in, remove, scratch_root, 
 
 log = logging.getLogger("dask_hecras")
 TOPIC = "hecras"
+# Progress has a topic of its own: Dask keeps the last 1,000 events of a topic, and 500 running plans
+# reporting every 10 s would push the workers' rarer news (capabilities, standing) out of "hecras".
+PROGRESS_TOPIC = "hecras-progress"
 REQUEUED = "the PC's owner came back (hecras.owner.on-return: requeue); the plan goes back in the queue"
 
 # What became of an attempt, for the queue:
@@ -111,14 +114,14 @@ class Outcome:
         return asdict(self)
 
 
-def _event(**msg) -> None:
+def _event(topic: str = TOPIC, **msg) -> None:
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
         return
-    worker.log_event(TOPIC, {"worker": worker.address, **msg})
+    worker.log_event(topic, {"worker": worker.address, **msg})
 
 
 def _current_key() -> str | None:
@@ -179,7 +182,16 @@ def run_attempt(spec: AttemptSpec) -> dict:
     def on_start(pid: int) -> None:
         if key is not None:
             owner.RUNNING[key] = pid  # the owner policy may suspend or stop it
-        _event(action="attempt", attempt_id=spec.attempt_id, phase="running")
+        _event(action="attempt", attempt_id=spec.attempt_id, phase="running", run_dir=result.run_folder)
+
+    every = config.seconds("progress.report-every", "10s")
+    sent = [float("-inf")]
+
+    def on_progress(p) -> None:  # one small event per run per interval, whatever the engine writes
+        now = time.monotonic()
+        if now - sent[0] >= every or p.fraction >= 1.0:
+            sent[0] = now
+            _event(action="progress", attempt_id=spec.attempt_id, topic=PROGRESS_TOPIC, **p.as_dict())
 
     _event(action="attempt", attempt_id=spec.attempt_id, phase="staging")
     result = new_result(spec.plan(), spec.engine, attempt=spec.attempt, batch=spec.batch, attempt_id=spec.attempt_id)
@@ -188,7 +200,7 @@ def run_attempt(spec: AttemptSpec) -> dict:
         result.title = plan.title
         run_once(plan, result, Path(spec.project_dir), engine=spec.engine, scratch=spec.scratch,
                  timeout=spec.timeout if spec.timeout is not None else config.timeout_seconds(config.get("timeout")),
-                 cancel=stop, on_start=on_start)  # no timeout in the batch: this PC's hecras.timeout
+                 cancel=stop, on_start=on_start, on_progress=on_progress)  # no timeout in the batch: this PC's hecras.timeout
     except Exception as e:  # the plan file vanished, a bug: the queue must hear of it all the same
         from .pipeline import _finish
 

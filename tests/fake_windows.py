@@ -136,6 +136,95 @@ class FakeJobs:
         return 1
 
 
+class FakeWindow:
+    """A top-level window: its handle, class name, title, owning process and visibility."""
+
+    def __init__(self, hwnd: int, class_name: str, title: str, pid: int, visible: bool = True):
+        self.hwnd, self.class_name, self.title, self.pid, self.visible = hwnd, class_name, title, pid, visible
+
+
+class FakeDesktop:
+    """``user32``'s window enumeration over ``windows`` (in z-order), acting at the C boundary
+    as the real functions do: ``EnumWindows`` calls the caller's ctypes callback (checked to have
+    ``WNDENUMPROC``'s layout: a 4-byte BOOL result, pointer-sized HWND and LPARAM) with each
+    handle until it returns 0; ``GetWindowThreadProcessId`` writes the 4-byte pid at the address
+    it is given and returns a thread id; ``GetClassNameW``/``GetWindowTextW`` copy at most
+    ``nMaxCount - 1`` characters and a NUL into the buffer at the address given and return the
+    characters copied (0 for a handle that names no window). ``broken`` names a function that
+    fails (raises ``OSError``, as ``ctypes.WinError`` would be raised by a wrapper)."""
+
+    POINTER_SIZE = ctypes.sizeof(ctypes.c_void_p)
+
+    def __init__(self, windows: list[FakeWindow], broken: str | None = None):
+        self.windows = {w.hwnd: w for w in windows}
+        self.order = [w.hwnd for w in windows]
+        functions = dict(EnumWindows=self._enum, IsWindowVisible=self._visible, GetClassNameW=self._class_name,
+                         GetWindowTextLengthW=self._text_length, GetWindowTextW=self._text,
+                         GetWindowThreadProcessId=self._process_id)
+        if broken is not None:
+            def fail(*args):
+                raise OSError(22, f"{broken} failed (fake)")
+            functions[broken] = fail
+        self.user32 = FakeDll(**functions)
+
+    def _enum(self, callback, lparam) -> int:
+        assert isinstance(callback, ctypes._CFuncPtr), "EnumWindows takes a C function pointer"
+        assert ctypes.sizeof(callback._restype_) == 4, "WNDENUMPROC returns a BOOL (4 bytes)"
+        assert [ctypes.sizeof(t) for t in callback._argtypes_] == [self.POINTER_SIZE] * 2, "WNDENUMPROC(HWND, LPARAM)"
+        for hwnd in list(self.order):
+            if not callback(hwnd, lparam):
+                return 0  # "If EnumWindowsProc returns zero, the return value is also zero"
+        return 1
+
+    def _window(self, hwnd):
+        return self.windows.get(hwnd) if isinstance(hwnd, int) else None
+
+    def _visible(self, hwnd) -> int:
+        w = self._window(hwnd)
+        return int(w is not None and w.visible)
+
+    @staticmethod
+    def _address(pointer) -> int:
+        """The address a ``byref``/``pointer``/array argument carries (0 for NULL)."""
+        if pointer is None:
+            return 0
+        return ctypes.cast(pointer, ctypes.c_void_p).value or 0
+
+    def _process_id(self, hwnd, lpdw_process_id) -> int:
+        w = self._window(hwnd)
+        if w is None:
+            return 0
+        address = self._address(lpdw_process_id)
+        if address:
+            target = getattr(lpdw_process_id, "_obj", None)
+            if target is not None:  # byref: the object must hold a DWORD, or Windows writes past it
+                assert ctypes.sizeof(target) >= 4, "GetWindowThreadProcessId writes a 4-byte DWORD"
+            ctypes.c_uint32.from_address(address).value = w.pid
+        return 0x1000 + w.pid % 0x1000  # the thread id
+
+    def _copy(self, text: str, buffer, max_count: int) -> int:
+        if max_count <= 0:
+            return 0
+        width = ctypes.sizeof(ctypes.c_wchar)
+        assert ctypes.sizeof(buffer) >= max_count * width, "nMaxCount larger than the buffer: Windows writes past it"
+        copied = text[:max_count - 1]
+        source = ctypes.create_unicode_buffer(copied, len(copied) + 1)
+        ctypes.memmove(self._address(buffer), source, (len(copied) + 1) * width)
+        return len(copied)
+
+    def _class_name(self, hwnd, buffer, max_count) -> int:
+        w = self._window(hwnd)
+        return 0 if w is None else self._copy(w.class_name, buffer, max_count)
+
+    def _text_length(self, hwnd) -> int:
+        w = self._window(hwnd)
+        return 0 if w is None else len(w.title)
+
+    def _text(self, hwnd, buffer, max_count) -> int:
+        w = self._window(hwnd)
+        return 0 if w is None else self._copy(w.title, buffer, max_count)
+
+
 def delete_like_windows(monkeypatch) -> None:
     """``os.unlink``/``os.remove`` refuse a file whose read-only attribute is set (here: no write
     bit for its owner), as ``DeleteFileW`` does; POSIX, and root above all, would delete it."""

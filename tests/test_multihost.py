@@ -307,7 +307,7 @@ def _check_results(c: Cluster, client, batch, prj: Path, results: Path) -> None:
         assert saved and saved["status"] == "succeeded" and saved["batch"] == batch.id, (plan.id, saved)
         assert sorted(p.name for p in folder.iterdir()) == sorted(
             [plan.results_name, f"{prj.stem}.{plan.id}.computeMsgs.txt", f"{prj.stem}.{plan.id}.engine.log",
-             f"{prj.stem}.dss", "result.json", "summary.nc"]), (plan.id, sorted(p.name for p in folder.iterdir()))
+             f"{prj.stem}.bco{plan.id[1:]}", f"{prj.stem}.dss", "result.json", "summary.nc"]), (plan.id, sorted(p.name for p in folder.iterdir()))
         dss = (folder / f"{prj.stem}.dss").read_text().splitlines()
         assert len([line for line in dss if line.startswith("fake DSS record")]) == 1, "one run's hydrographs"
         assert Path(saved["folder"]) == folder and Path(saved["hdf"]) == folder / plan.results_name

@@ -47,8 +47,8 @@ def test_success_lands_results_and_summary(demo, results, tmp_path):
     r = run_plan(Project(demo).plan("p02"), results_dir=results)
     assert r.ok and r.exit_code == 0 and r.run_seconds > 0 and r.attempt == 1
     names = sorted(p.name for p in r.folder.iterdir())
-    assert names == ["Demo.dss", "Demo.p02.computeMsgs.txt", "Demo.p02.engine.log", "Demo.p02.hdf", "result.json",
-                     "summary.nc"]
+    assert names == ["Demo.bco02", "Demo.dss", "Demo.p02.computeMsgs.txt", "Demo.p02.engine.log", "Demo.p02.hdf",
+                     "result.json", "summary.nc"]
     assert sorted(p.name for p in (results / "Demo").iterdir()) == [".attempts", ".project.json", "p02"], \
         "no temporary folders left"
     ds = xr.open_dataset(r.summary, engine="h5netcdf")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from ..progress import BCO, ProgressFile, bco_file
 from ..project import InputFile, Plan
 from .runner import ProcessResult, run_process
 
@@ -59,6 +60,20 @@ class Engine:
         if cores is not None and plan_file.resolve().parent != plan.folder.resolve():
             set_plan_cores(plan_file, cores)
 
+    def progress_file(self, plan: Plan, run_dir: Path, log: Path) -> ProgressFile:
+        """Where a run of this engine says how far it has got (``progress``): Ras.exe's
+        computation messages, ``NAME.bcoNN`` (written because the staged plan says ``Write
+        Detailed= 1``: :meth:`set_detailed`)."""
+        return ProgressFile(bco_file(run_dir, plan.project_name, plan.id), BCO, plan.start)
+
+    def set_detailed(self, plan: Plan, plan_file: Path) -> None:
+        """The staged plan file asks for the computation messages (``Write Detailed= 1``), which
+        carry the simulation time reached; the source is never written."""
+        from ..project import set_plan_detailed
+
+        if plan_file.resolve().parent != plan.folder.resolve():
+            set_plan_detailed(plan_file)
+
     def environment(self, plan: Plan) -> Mapping[str, str] | None:
         """Environment of the engine process; ``None`` inherits the worker's."""
         return None
@@ -75,6 +90,7 @@ class Engine:
         on_start: Callable[[int], None] | None = None,
     ) -> EngineRun:
         self.set_cores(plan, plan_file)
+        self.set_detailed(plan, plan_file)
         command = self.command(prj, plan_file, plan)
         process = run_process(
             command, cwd=prj.parent, log=log, timeout=timeout, cancel=cancel, env=self.environment(plan),

@@ -43,6 +43,7 @@ from typing import Callable, Iterable
 from .. import config
 from ..staging import HDF_INPUTS
 from ..project import InputFile, Plan, ProjectError, first, key_values, parse_version, read_text, text_encoding
+from ..progress import SIMTIME, ProgressFile
 from .base import Engine, EngineNotFound, EngineRun
 from .ras import _pad, choose_install
 from .runner import ProcessResult, run_process
@@ -530,6 +531,10 @@ class LinuxEngine(Engine):
 
     def environment(self, plan: Plan) -> dict[str, str]:
         return engine_environment(self.install_for(plan), threads(plan))
+
+    def progress_file(self, plan: Plan, run_dir: Path, log: Path) -> ProgressFile:
+        """The engine's ``SIMTIME=`` lines (hours since the simulation start), in its log."""
+        return ProgressFile(log, SIMTIME, plan.start)
 
     def run(
         self,
