@@ -32,12 +32,13 @@ PERCENT = re.compile(r"p01@\S+ (\d+)%")  # the CLI's "(p01@<worker> 43% 7 s left
 FAST = {"hecras.progress.interval": "0.2s", "hecras.progress.report-every": "0.5s", "hecras.queue.heartbeat": "1s"}
 
 
-def engines_of(plan_file: str) -> list[psutil.Process]:
-    """Fake engine processes running this plan file (``Demo.p02``)."""
+def engines_of(plan_file: str, under: Path) -> list[psutil.Process]:
+    """Fake engine processes running this plan file (``Demo.p02``) in a run folder under ``under``
+    (this test's scratch: not another test's engines)."""
     found = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if any("fake_ras" in c for c in cmd) and any(c.endswith(plan_file) for c in cmd):
+        if any("fake_ras" in c for c in cmd) and any(c.endswith(plan_file) and c.startswith(str(under)) for c in cmd):
             found.append(p)
     return found
 
@@ -63,7 +64,7 @@ def test_a_run_stuck_before_any_progress_is_stopped_as_a_stall(tmp_path):
     assert "no progress for" in r.reason and "before any simulation time was reached: a dialog or a hang" in r.reason
     assert "of CPU meanwhile" in r.reason and "process tree killed" in r.reason
     assert took < 30, took  # not the plan's 60 s, nor a timeout (none was set)
-    assert not engines_of("Demo.p01"), "the stalled engine is still running"
+    assert not engines_of("Demo.p01", tmp_path), "the stalled engine is still running"
     landed = json.loads((tmp_path / "results" / "Demo" / "p01" / "result.json").read_text())
     assert landed["problem"] == "stall" and landed["retryable"]
 
@@ -127,11 +128,11 @@ def test_a_stalled_run_is_retried_and_the_page_acts_as_its_user(tmp_path):
     and the logs open. The ledger records each action with who and when."""
     from playwright.sync_api import expect, sync_playwright
 
-    behaviour = {"p01": {"seconds": 6, "outcome": "stall"}, "p02": {"seconds": 120}, "p03": {"seconds": 1}}
+    behaviour = {"p01": {"seconds": 6, "outcome": "stall"}, "p02": {"seconds": 200}, "p03": {"seconds": 1}}
     prj = make_project(tmp_path / "project", n_plans=3, behaviour=behaviour)
     results = tmp_path / "results"
     # the stall limit from each run's own pace (auto): p01 moves every 0.3 s and stalls a few seconds after
-    # it stops; p02, moving every 6 s, may stand still far longer before it counts as stalled
+    # it stops; p02, moving every 10 s, may stand still far longer before it counts as stalled
     settings = {**FAST, "hecras.stall-after": "auto", "hecras.stall-floor": "3s",
                 "hecras.scratch": str(tmp_path / "scratch")}
     shots = REPO / "test-artifacts"
@@ -194,7 +195,7 @@ def test_a_stalled_run_is_retried_and_the_page_acts_as_its_user(tmp_path):
             page.locator(".hecras-said-ok", has_text="queued again").wait_for(timeout=10_000)
 
             # cancel the long running one: its engine tree goes
-            assert engines_of("Demo.p02"), "p02's engine is not running"
+            assert engines_of("Demo.p02", tmp_path), "p02's engine is not running"
             page.locator(".slick-row", has_text="p02").first.click()
             expect(page.locator(".bk-btn", has_text="Cancel plan")).to_be_enabled(timeout=10_000)
             # its engine log, read on its worker while it runs
@@ -207,7 +208,7 @@ def test_a_stalled_run_is_retried_and_the_page_acts_as_its_user(tmp_path):
             page.locator(".bk-btn", has_text="Cancel plan").click()
             page.locator(".hecras-said-ok", has_text="cancelled").wait_for(timeout=10_000)
             deadline = time.monotonic() + 60
-            while engines_of("Demo.p02"):
+            while engines_of("Demo.p02", tmp_path):
                 assert time.monotonic() < deadline, "p02's engine outlived its cancellation"
                 time.sleep(0.2)
 
