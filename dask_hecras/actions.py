@@ -166,10 +166,6 @@ def read_tail(folder: str, names: list[str]) -> tuple[str, str]:
     return "", ""
 
 
-def _read_on_worker(folder: str, names: list[str], dask_worker=None) -> tuple[str, str]:
-    return read_tail(folder, names)
-
-
 async def plan_log(queue, batch: str, index: int, which: str) -> tuple[str, str]:
     """``(text, where)``: a plan's engine log (``which="engine"``) or computation messages
     (``"messages"``), from its worker while it runs, else from where its last attempt landed."""
@@ -181,7 +177,7 @@ async def plan_log(queue, batch: str, index: int, which: str) -> tuple[str, str]
     if names is None:
         raise ActionRefused(f"no such log: {which!r} (engine or messages)")
     if p.state == "running" and p.run_folder and p.worker in queue.scheduler.workers and queue.client is not None:
-        got = await queue.client.run(_read_on_worker, p.run_folder, names, workers=[p.worker])
+        got = await queue.client.run(read_tail, p.run_folder, names, workers=[p.worker])
         text, where = got.get(p.worker, ("", ""))
         if where:
             return text, f"{p.worker_name}:{where}"

@@ -70,9 +70,7 @@ def _shown_state(p: dict) -> str:
 
 def snapshot(scheduler) -> dict[str, Any]:
     """Every plan the queue holds, the workers, and the runs, as the page and JSON view show them."""
-    from .queue import queue_of
-
-    from .queue import expected_scale, plan_left
+    from .queue import eta_of, expected_scale, plan_left, queue_of
 
     queue = queue_of(scheduler)
     snap = queue.snapshot() if queue is not None else {"time": time.time(), "batches": []}
@@ -111,7 +109,7 @@ def snapshot(scheduler) -> dict[str, Any]:
                         "standing": standing, "owner": extra.get("owner", ""), "reason": extra.get("reason", "")})
     runs = list(queue.runs) if queue is not None else []
     slots = queue.slots() if queue is not None else 0
-    eta = max(sum(lefts) / max(1, slots), max(lefts)) if lefts else None
+    eta = eta_of(lefts, slots)
     return {"counts": counts, "plans": plans, "workers": workers, "runs": runs, "time": snap["time"], "eta": eta}
 
 
@@ -206,7 +204,7 @@ def hecras_doc(scheduler, extra, doc) -> None:
     counts = Div(text="", sizing_mode="stretch_width", css_classes=["hecras-counts"])
     plan_cols = ["project", "plan", "title", "state", "progress", "left", "pace", "worker", "attempt", "elapsed",
                  "expected", "message"]
-    plans_src = ColumnDataSource({c: [] for c in plan_cols + ["folder", "batch", "index", "fraction"]},
+    plans_src = ColumnDataSource({c: [] for c in plan_cols + ["folder", "batch", "index"]},
                                  name="hecras-plans")
     state_fmt = HTMLTemplateFormatter(template='<span class="hecras-state" data-state="<%= value %>" '
                                                'style="color:<%= value == \'failed\' ? \'#e53935\' : '
@@ -376,7 +374,6 @@ def hecras_doc(scheduler, extra, doc) -> None:
             "project": [p["project"] for p in plans], "plan": [p["plan"] for p in plans],
             "title": [p["title"] for p in plans], "state": [p["state"] for p in plans],
             "progress": ["" if p["progress"] is None or p["state"] != "running" else p["progress"] for p in plans],
-            "fraction": [p["progress"] if p["progress"] is not None else float("nan") for p in plans],
             "left": [_fmt_seconds(p["left"]) for p in plans],
             "pace": [_fmt_pace(p["pace"]) for p in plans],
             "batch": [p["batch"] for p in plans], "index": [p["index"] for p in plans],

@@ -116,37 +116,33 @@ def _record(project_dir: Path, result: PlanResult) -> None:
 
 def watch_run(engine: Engine, plan: Plan, run_dir: Path, log_file: Path) -> RunWatch:
     """Follows a run's progress (``progress``) and calls a stall (``hecras.stall-*``)."""
+    import psutil
+
     window = (plan.end - plan.start).total_seconds() / 3600 if plan.start and plan.end else None
-    pids: list[int] = []  # the engine's pid, once started
+
+    def tree() -> list[psutil.Process]:  # the engine (its pid set once started: ``watch.pids``) and its children
+        if not watch.pids:
+            return []
+        try:
+            root = psutil.Process(watch.pids[0])
+            return [root] + root.children(recursive=True)
+        except psutil.Error:
+            return []
 
     def suspended() -> bool:
         try:
-            import psutil
-
-            return bool(pids) and psutil.Process(pids[0]).status() == psutil.STATUS_STOPPED
-        except Exception:
+            return bool(watch.pids) and psutil.Process(watch.pids[0]).status() == psutil.STATUS_STOPPED
+        except psutil.Error:
             return False
 
     def dialogs() -> list[str]:  # Windows: a dialog box of the engine's tree, named in the stall's reason
-        import psutil
-
         from .engines.dialogs import open_dialogs
 
-        try:
-            tree = [pids[0]] + [c.pid for c in psutil.Process(pids[0]).children(recursive=True)]
-        except (IndexError, psutil.Error):
-            return []
-        return open_dialogs(tree)
+        return open_dialogs([p.pid for p in tree()])
 
     def cpu() -> float | None:  # CPU seconds of the engine's tree: a dialog waits idle, a computation does not
-        import psutil
-
-        if not pids:
-            return None
-        try:
-            root = psutil.Process(pids[0])
-            procs = [root] + root.children(recursive=True)
-        except psutil.Error:
+        procs = tree()
+        if not procs:
             return None
         total = 0.0
         for proc in procs:
@@ -160,7 +156,6 @@ def watch_run(engine: Engine, plan: Plan, run_dir: Path, log_file: Path) -> RunW
     watch = RunWatch(engine.progress_file(plan, run_dir, log_file), window, rule=StallRule.from_config(),
                      interval=config.seconds("progress.interval", "2s"), suspended=suspended,
                      dialogs=dialogs if sys.platform == "win32" else None, cpu=cpu)
-    watch.pids = pids
     return watch
 
 

@@ -248,7 +248,7 @@ class RunWatch:
                 self.longest_still = max(self.longest_still, self.run_seconds - self.moved_at)
             else:
                 self.first_hours, self.first_at = hours, self.run_seconds
-            self.hours, self.moved_at, self.active_at = hours, self.run_seconds, self.run_seconds
+            self.hours, self.moved_at = hours, self.run_seconds
             self.moves += 1
             self.latest = self._progress()
             return self.latest

@@ -92,39 +92,33 @@ def key_values(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def set_plan_cores(plan_file: Path, cores: int) -> None:
-    """Set a plan file's ``UNET D1 Cores=`` and ``UNET D2 Cores=`` to ``cores`` (added when
-    absent), keeping its line ends and code page. Only ever called on a staged copy: the
-    source project is never written."""
+def set_plan_lines(plan_file: Path, lines_by_key: dict[str, str]) -> None:
+    """Set whole ``Key=value`` lines of a plan file (added before its end when absent), keeping
+    its line ends and code page. Only ever called on a staged copy: the source project is never
+    written."""
     raw = plan_file.read_bytes()
     text = raw.decode(text_encoding(), errors="surrogateescape")
     newline = "\r\n" if "\r\n" in text else "\n"
     lines = text.split(newline)
-    for key in ("UNET D1 Cores", "UNET D2 Cores"):
+    for key, line_text in lines_by_key.items():
         at = [i for i, line in enumerate(lines) if line.split("=", 1)[0].strip() == key]
         for i in at:
-            lines[i] = f"{key}={cores}"
+            lines[i] = line_text
         if not at:
             end = len(lines) - 1 if lines and lines[-1] == "" else len(lines)
-            lines.insert(end, f"{key}={cores}")
+            lines.insert(end, line_text)
     plan_file.write_bytes(newline.join(lines).encode(text_encoding(), errors="surrogateescape"))
+
+
+def set_plan_cores(plan_file: Path, cores: int) -> None:
+    """Set a plan file's ``UNET D1 Cores=`` and ``UNET D2 Cores=`` to ``cores`` (a staged copy)."""
+    set_plan_lines(plan_file, {key: f"{key}={cores}" for key in ("UNET D1 Cores", "UNET D2 Cores")})
 
 
 def set_plan_detailed(plan_file: Path) -> None:
-    """Set a plan file's ``Write Detailed=`` to 1 (added when absent), so that Ras.exe writes its
-    computation messages (``NAME.bcoNN``) while it runs: they carry the simulation time reached.
-    Only ever called on a staged copy."""
-    raw = plan_file.read_bytes()
-    text = raw.decode(text_encoding(), errors="surrogateescape")
-    newline = "\r\n" if "\r\n" in text else "\n"
-    lines = text.split(newline)
-    at = [i for i, line in enumerate(lines) if line.split("=", 1)[0].strip() == "Write Detailed"]
-    for i in at:
-        lines[i] = "Write Detailed= 1 "
-    if not at:
-        end = len(lines) - 1 if lines and lines[-1] == "" else len(lines)
-        lines.insert(end, "Write Detailed= 1 ")
-    plan_file.write_bytes(newline.join(lines).encode(text_encoding(), errors="surrogateescape"))
+    """Set a plan file's ``Write Detailed=`` to 1 (a staged copy), so that Ras.exe writes its
+    computation messages (``NAME.bcoNN``) while it runs: they carry the simulation time reached."""
+    set_plan_lines(plan_file, {"Write Detailed": "Write Detailed= 1 "})
 
 
 def first(pairs: list[tuple[str, str]], key: str, default: str | None = None) -> str | None:

@@ -949,10 +949,12 @@ def batch_eta(plans: list[dict], slots: int) -> float | None:
     """Seconds until the batch's last plan should end: the run time left over the open slots,
     and never before its longest running plan ends. ``None`` once nothing is left to run."""
     scale = expected_scale(plans)
-    left = [plan_left(p, scale) for p in plans if p["state"] in ("queued", "running", "lost")]
-    if not left:
-        return None
-    return max(sum(left) / max(1, slots), max(left))
+    return eta_of([plan_left(p, scale) for p in plans if p["state"] in ("queued", "running", "lost")], slots)
+
+
+def eta_of(left: list[float], slots: int) -> float | None:
+    """Seconds until the last of plans needing ``left`` seconds each ends on ``slots`` slots."""
+    return max(sum(left) / max(1, slots), max(left)) if left else None
 
 
 async def _quietly(coro) -> None:

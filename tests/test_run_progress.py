@@ -43,6 +43,17 @@ def engines_of(plan_file: str, under: Path) -> list[psutil.Process]:
     return found
 
 
+def open_log(page, which: str) -> str:
+    """The text the page's log link (``engine`` or ``messages``) opens in a new tab."""
+    with page.expect_popup() as popup:
+        page.locator(f"a.hecras-log-link[data-which={which}]").click()
+    tab = popup.value
+    tab.wait_for_load_state()
+    text = tab.inner_text("body")
+    tab.close()
+    return text
+
+
 def ledger_of(results: Path) -> dict:
     [path] = list((results / ".batches").glob("*/ledger.json"))
     return json.loads(path.read_text())
@@ -199,12 +210,7 @@ def test_a_stalled_run_is_retried_and_the_page_acts_as_its_user(tmp_path):
             page.locator(".slick-row", has_text="p02").first.click()
             expect(page.locator(".bk-btn", has_text="Cancel plan")).to_be_enabled(timeout=10_000)
             # its engine log, read on its worker while it runs
-            with page.expect_popup() as popup:
-                page.locator("a.hecras-log-link[data-which=engine]").click()
-            log_page = popup.value
-            log_page.wait_for_load_state()
-            running_log = log_page.inner_text("body")
-            log_page.close()
+            running_log = open_log(page, "engine")
             page.locator(".bk-btn", has_text="Cancel plan").click()
             page.locator(".hecras-said-ok", has_text="cancelled").wait_for(timeout=10_000)
             deadline = time.monotonic() + 60
@@ -220,12 +226,7 @@ def test_a_stalled_run_is_retried_and_the_page_acts_as_its_user(tmp_path):
             # the compute messages of the landed p01
             page.locator(".slick-row", has_text="p01").first.click()
             expect(page.locator(".hecras-picked")).to_contain_text("succeeded", timeout=10_000)
-            with page.expect_popup() as popup:
-                page.locator("a.hecras-log-link[data-which=messages]").click()
-            messages_page = popup.value
-            messages_page.wait_for_load_state()
-            messages = messages_page.inner_text("body")
-            messages_page.close()
+            messages = open_log(page, "messages")
 
             # drain a worker: it takes no new plan and retires (nothing runs now)
             page.locator(".slick-row", has_text="in rotation").first.click()

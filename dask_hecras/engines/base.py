@@ -11,6 +11,11 @@ from ..project import InputFile, Plan
 from .runner import ProcessResult, run_process
 
 
+def _staged(plan: Plan, plan_file: Path) -> bool:
+    """``plan_file`` is a staged copy, never the source project's own file."""
+    return plan_file.resolve().parent != plan.folder.resolve()
+
+
 class EngineNotFound(RuntimeError):
     """The engine cannot run on this machine (e.g. no HEC-RAS installed)."""
 
@@ -57,7 +62,7 @@ class Engine:
         from ..project import set_plan_cores
 
         cores = config.cores_per_plan()
-        if cores is not None and plan_file.resolve().parent != plan.folder.resolve():
+        if cores is not None and _staged(plan, plan_file):
             set_plan_cores(plan_file, cores)
 
     def progress_file(self, plan: Plan, run_dir: Path, log: Path) -> ProgressFile:
@@ -71,7 +76,7 @@ class Engine:
         carry the simulation time reached; the source is never written."""
         from ..project import set_plan_detailed
 
-        if plan_file.resolve().parent != plan.folder.resolve():
+        if _staged(plan, plan_file):
             set_plan_detailed(plan_file)
 
     def environment(self, plan: Plan) -> Mapping[str, str] | None:
